@@ -1,0 +1,31 @@
+"""`robustlab list [KIND]`: every registry, with a line of help per entry."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "list datasets, models, attacks, methods and every other registered name"
+
+# kind -> (module, registry attribute)
+REGISTRIES = {
+    "datasets": ("robustlab.data", "DATASETS"),
+    "augmentations": ("robustlab.data", "AUGMENTATIONS"),
+    "models": ("robustlab.models", "MODELS"),
+    "methods": ("robustlab.training", "METHODS"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this registry")
+
+
+def run(args: argparse.Namespace) -> int:
+    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        module, attr = REGISTRIES[kind]
+        reg = getattr(importlib.import_module(module), attr)
+        print(f"{kind}:")
+        width = max((len(n) for n in reg.names()), default=0)
+        for name in reg.names():
+            print(f"  {name.ljust(width)}  {reg.help(name)}")
+    return 0

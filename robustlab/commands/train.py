@@ -1,0 +1,82 @@
+"""`robustlab train`: train a classifier with any registered method."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
+
+HELP = "train a classifier (standard or adversarial); resumable"
+
+# CLI flag -> TrainConfig field (only flags the user gave override the config file)
+_FIELDS = {"dataset": "dataset", "model": "model", "epochs": "epochs", "batch_size": "batch_size",
+           "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
+           "weight_decay": "weight_decay", "schedule": "schedule", "width": "width",
+           "subset": "subset", "val": "val", "augment": "augment", "method": "method",
+           "seed": "seed", "amp": "amp", "init": "init", "grad_clip": "grad_clip",
+           "warmup_epochs": "warmup_epochs"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of training settings (flags override it)")
+    add_data_args(p)
+    p.add_argument("--model", help="classifier name (see `robustlab list models`)")
+    p.add_argument("--width", type=float, help="channel multiplier (e.g. 0.25 for CPU runs)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"])
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--subset", type=size, help="train on a count (20000) or fraction (0.3) of the split")
+    p.add_argument("--val", type=size, help="validation hold-out: count or fraction (0 for none)")
+    p.add_argument("--augment", help="augmentation preset (default: the dataset's)")
+    p.add_argument("--method", help="training method (see `robustlab list methods`)")
+    p.add_argument("--init", help="start from this checkpoint's weights")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="for resnet18-imagenet: random initial weights instead of ImageNet's")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set method_args.eps=0.1 (repeatable)")
+    add_runtime_args(p)
+    p.set_defaults(seed=None)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+
+def build_config(args: argparse.Namespace):
+    from ..config import from_dict
+    from ..errors import ConfigError
+    from ..training import TrainConfig
+
+    cfg = load_yaml(args.config)
+    for flag, field in _FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            cfg[field] = value
+    for flag in ("channels_last", "compile"):
+        if getattr(args, flag):
+            cfg[flag] = True
+    if args.from_scratch:
+        cfg.setdefault("model_kwargs", {})["pretrained"] = False
+    cfg = apply_sets(cfg, args.set)
+    for required in ("dataset", "model"):
+        if required not in cfg:
+            raise ConfigError(f"--{required} is required (or give it in --config)")
+    return from_dict(TrainConfig, cfg, where="training config")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import train
+
+    cfg = build_config(args)
+    final = train(cfg, args.out, data_root=args.data_root, device=args.device,
+                  resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps({"out": args.out, **final}))
+    return 0

@@ -1,0 +1,76 @@
+"""The classifier trainer's configuration (one frozen dataclass, checked on construction)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from .._checks import check_int, check_positive
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the weights a run ends with (saved as ``config.json``).
+
+    Seed-report settings: the CIFAR classifiers use SGD lr 0.1, cosine, 100 epochs; the traffic-sign
+    ResNet18 uses Adam lr 5e-4, batch 128 (REFERENCE.md).
+    """
+
+    dataset: str
+    model: str
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of the run
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: Optional[float] = None
+    width: float = 1.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset: Optional[Union[int, float]] = None  # count or fraction of the training split
+    val: Union[int, float] = 0.1                 # validation hold-out (count or fraction), 0 for none
+    augment: Optional[str] = None                # None: the dataset's default preset
+    method: str = "standard"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    init: Optional[str] = None                   # a checkpoint whose weights start the run
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+        check_positive("momentum", self.momentum, allow_zero=True)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("gamma", self.gamma)
+        check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        check_positive("width", self.width)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
+        if self.subset is not None and not _is_size(self.subset):
+            raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
+        if self.val != 0 and not _is_size(self.val):
+            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _is_size(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 1
+    return isinstance(v, float) and 0 < v <= 1

@@ -1,0 +1,72 @@
+"""Training methods: how a mini-batch becomes a loss. The trainer's loop never changes; a method does.
+
+A method is a class registered in :data:`METHODS` with a frozen ``Args`` dataclass (its settings,
+checked by name and type) and ``loss(model, x, y, generator) -> StepOutput``. Adversarial methods
+(FGSM, PGD, TRADES, transfer-adversary injection) register here too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import from_dict
+from ..registry import Registry
+
+METHODS: Registry[type["Method"]] = Registry("training method")
+
+
+@dataclass
+class StepOutput:
+    """What one mini-batch produced: the loss to minimise, the logits scored for train accuracy
+    (on whatever inputs the method trains on), and extra 0-d statistics to average over the epoch."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    """What a method may need besides the batch: the run's config, data and device."""
+
+    config: Any
+    train_data: Any
+    num_classes: int
+    device: torch.device
+
+
+class Method:
+    """Base class. Subclasses set ``Args`` and implement :meth:`loss`."""
+
+    @dataclass(frozen=True)
+    class Args:
+        pass
+
+    def __init__(self, args: dict[str, Any], ctx: MethodContext) -> None:
+        self.args = from_dict(self.Args, dict(args), where=f"method {self.name!r}")
+        self.ctx = ctx
+
+    name = "method"
+
+    def start_epoch(self, epoch: int, model: torch.nn.Module, generator: torch.Generator) -> None:
+        """Called before each epoch (e.g. to regenerate a pool of adversarial examples)."""
+
+    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             generator: torch.Generator) -> StepOutput:
+        raise NotImplementedError
+
+
+@METHODS.register("standard", help="plain cross-entropy on clean images")
+class Standard(Method):
+    name = "standard"
+
+    def loss(self, model, x, y, generator):
+        logits = model(x)
+        return StepOutput(F.cross_entropy(logits, y), logits)
+
+
+def build_method(name: str, args: dict[str, Any], ctx: MethodContext) -> Method:
+    return METHODS.get(name)(args, ctx)

@@ -1,0 +1,68 @@
+"""A run's output directory: its resolved config, per-epoch metrics, and protection against
+mixing two different runs in one place."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .._io import provenance, write_json, write_text
+from ..config import to_dict
+from ..errors import ConfigError
+
+# Files a run owns; --overwrite removes exactly these, nothing else in the directory.
+OWNED = ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "last.safetensors",
+         "last.json", "best.safetensors", "best.json", "purifier.safetensors", "purifier.json",
+         "critic.safetensors", "critic.json", "encoder.safetensors", "encoder.json")
+
+
+class RunDir:
+    """Create or reopen ``path`` for a run of ``kind`` with config ``cfg``.
+
+    A directory that already holds a run is refused unless ``resume`` (the configs must match)
+    or ``overwrite`` (the previous run's files are removed) is given.
+    """
+
+    def __init__(self, path: str | Path, kind: str, cfg: Any, *, resume: bool = False,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.config_dict = {"kind": kind, **to_dict(cfg)}
+        cfg_file = self.path / "config.json"
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pass one")
+        if cfg_file.exists():
+            old = json.loads(cfg_file.read_text()).get("config", {})
+            if overwrite:
+                for name in OWNED:
+                    (self.path / name).unlink(missing_ok=True)
+            elif not resume:
+                raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it "
+                                  "or --overwrite to replace it (or choose another --out)")
+            elif old != self.config_dict:
+                diff = sorted(k for k in set(old) | set(self.config_dict)
+                              if old.get(k) != self.config_dict.get(k))
+                raise ConfigError(f"{self.path} holds a different run (it differs in: "
+                                  f"{', '.join(diff)}); --resume needs the same settings, or use "
+                                  "--overwrite / another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(cfg_file, {"config": self.config_dict, "provenance": provenance()})
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the lines of the first ``epochs`` epochs (those the saved state covers)."""
+        lines = [m for m in self.read_metrics() if m.get("epoch", 0) <= epochs]
+        self._write_metrics(lines)
+
+    def append_metrics(self, line: dict[str, Any]) -> None:
+        self._write_metrics(self.read_metrics() + [line])
+
+    def _write_metrics(self, lines: list[dict[str, Any]]) -> None:
+        write_text(self.metrics_file, "".join(json.dumps(m) + "\n" for m in lines))

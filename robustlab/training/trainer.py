@@ -1,0 +1,198 @@
+"""The one classifier trainer: a fixed loop, a pluggable method, resumable from its last epoch.
+
+Reproducibility: every epoch draws its data order, augmentations, attack starts and dropout masks
+from generators seeded by (seed, epoch), and the state saved after each epoch holds the model and
+optimiser. So a run interrupted and resumed ends with the same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import data as rl_data
+from .. import models as rl_models
+from ..errors import CheckpointError, TrainingDiverged
+from ..evaluation.clean import accuracy
+from .config import TrainConfig
+from .methods import MethodContext, build_method
+from .optim import build_optimizer, lr_factor, set_lr
+from .rundir import RunDir
+from .state import has_state, load_state, save_state
+
+log = logging.getLogger(__name__)
+_CHECK_EVERY = 25  # mini-batches between finiteness checks (each check syncs the device)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, epoch, stream)."""
+    return (seed * 1_000_003 + epoch * 9_176 + stream * 7_919 + 12_345) % (2**63 - 1)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def amp_context(amp: str, device: torch.device):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@dataclass
+class Run:
+    """What hooks see after each epoch: the live objects of a run."""
+
+    config: TrainConfig
+    out: RunDir
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_data: Any
+    val_data: Any
+    device: torch.device
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# A hook runs after each epoch's metrics are known; it may add metrics and may return "stop".
+EpochHook = Callable[[Run, int, dict[str, Any]], "str | None"]
+
+
+def prepare_data(cfg: TrainConfig, data_root: str | None):
+    """(train, val) for a config: validation is held out of the train split before ``subset``."""
+    full = rl_data.load(cfg.dataset, "train", root=data_root)
+    train, val = (rl_data.split(full, cfg.val, seed=cfg.seed) if cfg.val else (full, None))
+    if cfg.subset is not None:
+        train = rl_data.take(train, cfg.subset, seed=cfg.seed)
+    return train, val
+
+
+def build_model(cfg: TrainConfig, info) -> torch.nn.Module:
+    model = rl_models.create(cfg.model, num_classes=info.num_classes, in_channels=info.channels,
+                             width=cfg.width, mean=info.mean, std=info.std, **cfg.model_kwargs)
+    if cfg.init:
+        init_from(model, cfg.init)
+    return model
+
+
+def init_from(model: torch.nn.Module, path: str) -> None:
+    """Start from the weights of a saved checkpoint of the same architecture."""
+    source = rl_models.load(path)
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as exc:
+        spec = getattr(source, "robustlab_spec", {})
+        raise CheckpointError(
+            f"--init {path} holds a {spec.get('name', '?')} with {spec.get('kwargs', {})}, which does "
+            f"not fit the requested model: {str(exc).splitlines()[0]}") from None
+
+
+def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
+          device: str | torch.device | None = "auto", resume: bool = False, overwrite: bool = False,
+          progress: bool = True, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+    """Train a classifier as ``cfg`` says and write the run to ``out``.
+
+    Writes ``config.json``, ``metrics.jsonl`` (a line per epoch), ``model.safetensors`` with its
+    JSON sidecar (the latest weights) and ``last.safetensors``/``last.json`` (the state to resume
+    from). Returns the final metrics line.
+    """
+    out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite)
+    device = resolve_device(device)
+    train_data, val_data = prepare_data(cfg, data_root)
+    model = build_model(cfg, train_data).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward_model = torch.compile(model) if cfg.compile else model
+    optimizer = build_optimizer(cfg, model.parameters())
+    method = build_method(cfg.method, cfg.method_args,
+                          MethodContext(cfg, train_data, train_data.num_classes, device))
+    run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device)
+    augment = cfg.augment or train_data.default_augment
+
+    start = 0
+    if resume and has_state(out_dir.path / "last"):
+        start, run.meta, _ = load_state(out_dir.path / "last", model=model, optimizer=optimizer)
+        log.info("resuming %s after epoch %d", out_dir.path, start)
+    out_dir.truncate_metrics(start)
+
+    steps_per_epoch = -(-len(train_data) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    metrics: dict[str, Any] = {}
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=1))  # dropout and other global draws
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        method.start_epoch(epoch, forward_model, gen)
+        t0 = time.perf_counter()
+        metrics = _train_epoch(cfg, forward_model, method, optimizer, train_data, augment, gen,
+                               device, epoch, epoch * steps_per_epoch, total_steps, progress)
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        if val_data is not None:
+            t1 = time.perf_counter()
+            metrics["val_acc"] = accuracy(model, val_data, device=device)
+            metrics["val_seconds"] = round(time.perf_counter() - t1, 3)
+        stop = None
+        for hook in hooks:
+            stop = hook(run, epoch, metrics) or stop
+        out_dir.append_metrics({"epoch": epoch + 1, **metrics})
+        rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
+                       config=out_dir.config_dict, metrics={"epoch": epoch + 1, **metrics})
+        save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
+                   extra=run.meta)
+        if stop == "stop":
+            log.warning("stopping after epoch %d at a hook's request", epoch + 1)
+            break
+    return metrics
+
+
+def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoch, step0,
+                 total_steps, progress) -> dict[str, Any]:
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    n_seen, correct = 0, torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)
+    batches = rl_data.batches(data, cfg.batch_size, shuffle=True, generator=gen, augment=augment,
+                              device=device)
+    bar = tqdm(batches, total=-(-len(data) // cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    lr = cfg.lr
+    for i, (x, y) in enumerate(bar):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
+        with amp_context(cfg.amp, device):
+            out = method.loss(model, x, y, gen)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        b = y.shape[0]
+        n_seen += b
+        loss_sum += out.loss.detach().float() * b
+        correct += (out.logits.detach().argmax(1) == y).sum()
+        for k, v in out.stats.items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * b
+        if (i + 1) % _CHECK_EVERY == 0:
+            _check_finite(loss_sum, epoch)
+            bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
+                            acc=f"{float(correct) / n_seen:.3f}", lr=f"{lr:.2g}")
+    _check_finite(loss_sum, epoch)
+    metrics = {"lr": lr, "train_loss": float(loss_sum) / max(n_seen, 1),
+               "train_acc": float(correct) / max(n_seen, 1)}
+    metrics.update({k: float(v) / max(n_seen, 1) for k, v in sums.items()})
+    return metrics
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise TrainingDiverged(
+            f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and the "
+            f"checkpoint of epoch {epoch} was kept. Lower the learning rate (or use --grad-clip) "
+            "and start again with --overwrite.")
