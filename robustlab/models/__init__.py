@@ -1,0 +1,16 @@
+"""Classifiers by name, the Normalize layer, feature extractors and checkpoints.
+
+``create(name, num_classes, in_channels, width=..., mean=..., std=...)`` builds any model of
+:data:`MODELS`; every classifier maps (B, C, H, W) images in [0, 1] to logits with its
+normalisation inside, exposes ``blocks`` (its convolution blocks, for :func:`feature_extractor`)
+and records how it was built (``robustlab_spec``) so that :func:`save`/:func:`load` need no pickle.
+"""
+from __future__ import annotations
+
+from . import preact_resnet, resnet, resnet_imagenet, small_cnn, vgg  # noqa: F401  (registration)
+from .factory import MODELS, attach_spec, create
+from .features import FeatureExtractor, feature_extractor
+from .normalize import Normalize
+
+__all__ = ["MODELS", "Normalize", "create", "attach_spec",
+           "feature_extractor", "FeatureExtractor"]

@@ -1,0 +1,76 @@
+"""Mean/std normalisation as a layer, so that every classifier takes raw [0, 1] pixels."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError
+
+
+def resolve_stats(name: str, values: Sequence[float] | float | None, channels: int,
+                  default: float) -> list[float]:
+    """Per-channel statistics as a list of ``channels`` floats.
+
+    ``None`` gives ``default`` for every channel; a number or a length-1 sequence is repeated.
+    Raises :class:`ConfigError` for a wrong length or a non-finite value.
+    """
+    if values is None:
+        values = [default]
+    elif isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        out = [float(v) for v in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a list of numbers, got {values!r}") from None
+    if len(out) == 1:
+        out = out * channels
+    if len(out) != channels:
+        raise ConfigError(f"{name} has {len(out)} values but the model has {channels} input "
+                          f"channels; give one value per channel or a single value")
+    if not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{name} must be finite, got {out}")
+    return out
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; the first layer of every robustlab classifier.
+
+    Args:
+        mean: one value per channel.
+        std: one strictly positive value per channel.
+
+    ``mean`` and ``std`` are buffers of shape (1, C, 1, 1); they follow ``.to()`` and are saved in
+    the state dict, so a checkpoint carries its own normalisation.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != len(std) or not mean:
+            raise ConfigError(f"mean and std need the same number of channels (>= 1), "
+                              f"got {len(mean)} and {len(std)}")
+        if not all(math.isfinite(s) and s > 0 for s in std):
+            raise ConfigError(f"std must be finite and > 0 for every channel, got {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def channels(self) -> int:
+        return self.mean.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) in [0, 1] -> (B, C, H, W) standardised. Only shapes are checked here: a
+        # range check would synchronise the device on every forward pass of an attack.
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise InputError(f"expected a (B, {self.channels}, H, W) image batch, "
+                             f"got shape {tuple(x.shape)}")
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        def fmt(t: torch.Tensor) -> str:
+            return "[" + ", ".join(f"{v:.4g}" for v in t.flatten().tolist()) + "]"
+
+        return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
