@@ -8,9 +8,10 @@ and records how it was built (``robustlab_spec``) so that :func:`save`/:func:`lo
 from __future__ import annotations
 
 from . import preact_resnet, resnet, resnet_imagenet, small_cnn, vgg  # noqa: F401  (registration)
+from .checkpoint import load, read_meta, save
 from .factory import MODELS, attach_spec, create
 from .features import FeatureExtractor, feature_extractor
 from .normalize import Normalize
 
-__all__ = ["MODELS", "Normalize", "create", "attach_spec",
+__all__ = ["MODELS", "Normalize", "create", "save", "load", "read_meta", "attach_spec",
            "feature_extractor", "FeatureExtractor"]
