@@ -7,6 +7,8 @@ import time
 
 from .common import add_data_args, add_runtime_args
 
+NAME = "evaluate"
+ORDER = 20
 HELP = "evaluate a checkpoint: clean accuracy (and attacks, see --attack)"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+NAME = "list"
+ORDER = 0
 HELP = "list datasets, models, attacks, methods and every other registered name"
 
 # kind -> (module, registry attribute)
@@ -12,6 +14,9 @@ REGISTRIES = {
     "augmentations": ("robustlab.data", "AUGMENTATIONS"),
     "models": ("robustlab.models", "MODELS"),
     "methods": ("robustlab.training", "METHODS"),
+    "purifiers": ("robustlab.purifiers", "PURIFIERS"),
+    "critics": ("robustlab.purifiers", "CRITICS"),
+    "loss-presets": ("robustlab.purifiers", "LOSS_PRESETS"),
 }
 
 

@@ -6,6 +6,8 @@ import json
 
 from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
 
+NAME = "train"
+ORDER = 10
 HELP = "train a classifier (standard or adversarial); resumable"
 
 # CLI flag -> TrainConfig field (only flags the user gave override the config file)

@@ -71,6 +71,7 @@ def load_state(stem: str | Path, *, model: torch.nn.Module, optimizer: torch.opt
             opt_state.setdefault(int(pid), {})[name] = val
     for pid, vals in meta["optimizer_scalars"].items():
         opt_state.setdefault(int(pid), {}).update(vals)
+    opt_state = dict(sorted(opt_state.items()))  # safetensors sorts names; restore param order
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer_param_groups"]})
     for pstate in optimizer.state.values():  # Adam's step counters live on the CPU; moments follow params
         for name, val in pstate.items():

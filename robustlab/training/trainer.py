@@ -75,8 +75,10 @@ def prepare_data(cfg: TrainConfig, data_root: str | None):
 
 
 def build_model(cfg: TrainConfig, info) -> torch.nn.Module:
+    # model_kwargs may override the dataset's statistics (e.g. ImageNet's for pretrained weights)
+    kwargs = {"mean": info.mean, "std": info.std, **cfg.model_kwargs}
     model = rl_models.create(cfg.model, num_classes=info.num_classes, in_channels=info.channels,
-                             width=cfg.width, mean=info.mean, std=info.std, **cfg.model_kwargs)
+                             width=cfg.width, **kwargs)
     if cfg.init:
         init_from(model, cfg.init)
     return model
@@ -106,6 +108,7 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite)
     device = resolve_device(device)
     train_data, val_data = prepare_data(cfg, data_root)
+    torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
     model = build_model(cfg, train_data).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -124,7 +127,8 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
 
     steps_per_epoch = -(-len(train_data) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    metrics: dict[str, Any] = {}
+    done = out_dir.read_metrics()
+    metrics: dict[str, Any] = dict(done[-1]) if done else {}
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=1))  # dropout and other global draws
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
@@ -140,9 +144,10 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
         stop = None
         for hook in hooks:
             stop = hook(run, epoch, metrics) or stop
-        out_dir.append_metrics({"epoch": epoch + 1, **metrics})
+        metrics = {"epoch": epoch + 1, **metrics}
+        out_dir.append_metrics(metrics)
         rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
-                       config=out_dir.config_dict, metrics={"epoch": epoch + 1, **metrics})
+                       config=out_dir.config_dict, metrics=metrics)
         save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
                    extra=run.meta)
         if stop == "stop":

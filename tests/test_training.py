@@ -1,0 +1,157 @@
+"""The trainer: files on disk, resume determinism, divergence, run-directory protection."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import robustlab.data as rl_data
+from robustlab import models
+from robustlab.errors import CheckpointError, ConfigError, TrainingDiverged
+from robustlab.training import TrainConfig, train
+from robustlab.training import methods as methods_mod
+from robustlab.training.state import load_state, save_state
+
+
+def cfg(**kw):
+    base = dict(dataset="synthetic", model="small-cnn", width=0.5, epochs=2, batch_size=32,
+                optimizer="adam", lr=0.003, val=0.2, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_train_writes_run_files(tmp_path):
+    final = train(cfg(), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "model.safetensors", "model.json",
+                 "last.safetensors", "last.json"):
+        assert (run / name).exists(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for m in lines:
+        assert {"train_loss", "train_acc", "val_acc", "seconds", "lr"} <= set(m)
+        assert 0 <= m["val_acc"] <= 1
+    assert final["epoch"] == 2 and final == lines[-1]
+    model = models.load(run / "model.safetensors")
+    assert not model.training
+    side = json.loads((run / "model.json").read_text())
+    assert side["meta"]["dataset"] == "synthetic"
+    assert side["meta"]["config"]["model"] == "small-cnn"
+    assert side["meta"]["metrics"]["epoch"] == 2
+
+
+def test_training_learns_synthetic(tmp_path):
+    final = train(cfg(epochs=4), tmp_path / "r", progress=False)
+    assert final["val_acc"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_same_seed_same_weights(tmp_path):
+    train(cfg(), tmp_path / "a", progress=False)
+    train(cfg(), tmp_path / "b", progress=False)
+    wa, wb = weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, optimizer):
+    c = cfg(epochs=3, optimizer=optimizer, lr=0.003 if optimizer == "adam" else 0.05)
+    train(c, tmp_path / "full", progress=False)
+
+    real_batches = rl_data.batches
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):  # Ctrl-C in the middle of the second training epoch
+        calls["n"] += bool(k.get("shuffle"))
+        for i, b in enumerate(real_batches(*a, **k)):
+            if calls["n"] == 2 and i == 3:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(rl_data, "batches", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(rl_data, "batches", real_batches)
+    # the last saved state stays loadable and is epoch 1's
+    assert models.load(tmp_path / "cut/model.safetensors").robustlab_meta["meta"]["metrics"]["epoch"] == 1
+    train(c, tmp_path / "cut", resume=True, progress=False)
+    wf, wc = weights(tmp_path / "full/model.safetensors"), weights(tmp_path / "cut/model.safetensors")
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+    lines = (tmp_path / "cut/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
+    real = methods_mod.Standard.loss
+    state = {"epoch": 0}
+
+    def start_epoch(self, epoch, model, gen):
+        state["epoch"] = epoch
+
+    def poisoned(self, model, x, y, gen):
+        out = real(self, model, x, y, gen)
+        if state["epoch"] == 1:  # the second epoch diverges
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(methods_mod.Standard, "start_epoch", start_epoch)
+    monkeypatch.setattr(methods_mod.Standard, "loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="non-finite.*epoch 2.*epoch 1 was kept"):
+        train(cfg(epochs=3, batch_size=16), tmp_path / "r", progress=False)
+    kept = models.load(tmp_path / "r/model.safetensors")
+    assert kept.robustlab_meta["meta"]["metrics"]["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+
+
+def test_out_dir_protection(tmp_path):
+    train(cfg(epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+        train(cfg(epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="holds a different run.*lr"):
+        train(cfg(epochs=1, lr=0.2), tmp_path / "r", resume=True, progress=False)
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    train(cfg(epochs=1, lr=0.2), tmp_path / "r", overwrite=True, progress=False)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only the run's own files go
+    assert json.loads((tmp_path / "r/config.json").read_text())["config"]["lr"] == 0.2
+    with pytest.raises(ConfigError, match="contradict"):
+        train(cfg(epochs=1), tmp_path / "r", resume=True, overwrite=True, progress=False)
+
+
+def test_unknown_method_and_method_args(tmp_path):
+    with pytest.raises(Exception, match="unknown training method 'magic'.*standard"):
+        train(cfg(method="magic"), tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="unknown setting.*'eps'"):
+        train(cfg(method="standard", method_args={"eps": 0.1}), tmp_path / "r2", progress=False)
+
+
+def test_init_from_checkpoint_and_mismatch(tmp_path):
+    train(cfg(epochs=1), tmp_path / "a", progress=False)
+    train(cfg(epochs=1, init=str(tmp_path / "a/model.safetensors"), lr=1e-9, optimizer="adam"),
+          tmp_path / "b", progress=False)
+    wa, wb = weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors")
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa if "num_batches" not in k)
+    with pytest.raises(CheckpointError, match="does not fit the requested model"):
+        train(cfg(epochs=1, width=0.25, init=str(tmp_path / "a/model.safetensors")), tmp_path / "c",
+              progress=False)
+
+
+def test_state_round_trip_with_adam(tmp_path):
+    model = models.create("small-cnn", num_classes=10, in_channels=3, width=0.25)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    save_state(tmp_path / "s", model=model, optimizer=opt, epoch=5, extra={"best": 0.5})
+    model2 = models.create("small-cnn", num_classes=10, in_channels=3, width=0.25)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=1e-3)
+    epoch, extra, _ = load_state(tmp_path / "s", model=model2, optimizer=opt2)
+    assert epoch == 5 and extra == {"best": 0.5}
+    sa, sb = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert list(sa) == list(sb)
+    for pid in sa:
+        assert all(torch.equal(torch.as_tensor(sa[pid][k]), torch.as_tensor(sb[pid][k])) for k in sa[pid])
+    (tmp_path / "s.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read the training state"):
+        load_state(tmp_path / "s", model=model2, optimizer=opt2)
