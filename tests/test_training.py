@@ -155,3 +155,14 @@ def test_state_round_trip_with_adam(tmp_path):
     (tmp_path / "s.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read the training state"):
         load_state(tmp_path / "s", model=model2, optimizer=opt2)
+
+
+def test_linear_probe_changes_only_the_head(tmp_path):
+    train(cfg(epochs=1), tmp_path / "a", progress=False)
+    train(cfg(epochs=1, init=str(tmp_path / "a/model.safetensors"), linear_probe=True),
+          tmp_path / "b", progress=False)
+    wa, wb = weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors")
+    changed = sorted(k for k in wa if not torch.equal(wa[k], wb[k]))
+    head = models.create("small-cnn", num_classes=10, width=0.5)
+    last = [n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert changed == [f"{last}.bias", f"{last}.weight"]

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", help="augmentation preset (default: the dataset's)")
     p.add_argument("--method", help="training method (see `robustlab list methods`)")
     p.add_argument("--init", help="start from this checkpoint's weights")
+    p.add_argument("--linear-probe", action="store_true", default=None,
+                   help="train only the final linear layer (with --init: evaluate a frozen encoder)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -62,7 +64,7 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             cfg[field] = value
-    for flag in ("channels_last", "compile"):
+    for flag in ("channels_last", "compile", "linear_probe"):
         if getattr(args, flag):
             cfg[flag] = True
     if args.from_scratch:

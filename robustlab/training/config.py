@@ -39,6 +39,7 @@ class TrainConfig:
     method: str = "standard"
     method_args: dict[str, Any] = field(default_factory=dict)
     init: Optional[str] = None                   # a checkpoint whose weights start the run
+    linear_probe: bool = False                   # train only the final linear layer (frozen body)
     seed: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import data as rl_data
 from .. import models as rl_models
-from ..errors import CheckpointError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..evaluation.clean import accuracy
 from .config import TrainConfig
 from .methods import MethodContext, build_method
@@ -84,6 +84,18 @@ def build_model(cfg: TrainConfig, info) -> torch.nn.Module:
     return model
 
 
+def freeze_body(model: torch.nn.Module) -> None:
+    """Linear probe: only the last nn.Linear learns (batch-norm statistics are frozen per epoch)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ConfigError(f"{type(model).__name__} has no linear layer to probe")
+    head = linears[-1]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+
 def init_from(model: torch.nn.Module, path: str) -> None:
     """Start from the weights of a saved checkpoint of the same architecture."""
     source = rl_models.load(path)
@@ -113,6 +125,8 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward_model = torch.compile(model) if cfg.compile else model
+    if cfg.linear_probe:
+        freeze_body(model)
     optimizer = build_optimizer(cfg, model.parameters())
     method = build_method(cfg.method, cfg.method_args,
                           MethodContext(cfg, train_data, train_data.num_classes, device))
@@ -159,6 +173,10 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
 def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoch, step0,
                  total_steps, progress) -> dict[str, Any]:
     model.train()
+    if cfg.linear_probe:  # a frozen body keeps its batch-norm statistics too
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     sums: dict[str, torch.Tensor] = {}
     n_seen, correct = 0, torch.zeros((), device=device)
     loss_sum = torch.zeros((), device=device)
