@@ -81,6 +81,24 @@ def test_few_classes_fall_back_with_a_warning(k, replaced):
 
 
 @needs_aa
+def test_keeps_an_installed_trace_function():
+    # pyautoattack's dynamic-defence check calls sys.settrace(None); coverage tools need theirs back
+    import sys
+
+    def tracer(frame, event, arg):
+        return None
+    model = _k_class_model(4)
+    x, y = _data(model, n=2)
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        autoattack(model, x, y, eps=0.1, version="custom", attacks=["apgd-ce"], n_iter=2)
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(old)
+
+
+@needs_aa
 def test_labels_beyond_the_model_classes():
     model = _k_class_model(3)
     x, y = _data(model)

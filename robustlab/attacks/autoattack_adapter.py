@@ -14,6 +14,7 @@ images it is skipped with a warning.
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 from typing import Callable, Sequence
 
@@ -61,19 +62,29 @@ def autoattack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: 
     if eps == 0.0 or x.shape[0] == 0:
         return x.detach().clone()
     xw = x.detach().to(work_dtype(x.dtype))
-    devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] \
-        if x.device.type == "cuda" else []
+    tracer = sys.gettrace()  # its dynamic-defence check calls sys.settrace(None): keep coverage etc.
+    try:
+        x_adv = _run(aa, model, xw, y, eps, norm, version, seed, todo, n_iter, n_queries)
+    finally:
+        sys.settrace(tracer)
+    return project(x_adv.detach(), xw, eps, norm).to(x.dtype)
+
+
+def _run(aa, model, xw, y, eps, norm, version, seed, todo, n_iter, n_queries) -> Tensor:
+    """Run AutoAttack with the model frozen in eval mode and the global RNG state forked."""
+    devices = [xw.device.index if xw.device.index is not None else torch.cuda.current_device()] \
+        if xw.device.type == "cuda" else []
     with frozen_eval(model), torch.random.fork_rng(devices=devices):
         with torch.no_grad():
             k = model(xw).shape[-1]
         _check_classes(y, k)
-        adversary = aa.AutoAttack(model, attacks=None if version != "custom" else list(todo),
-                                  device=x.device, eps=eps, norm=_AA_NORM[norm], seed=seed,
+        adversary = aa.AutoAttack(model, attacks=list(todo) if version == "custom" else None,
+                                  device=xw.device, eps=eps, norm=_AA_NORM[norm], seed=seed,
                                   version=version)
         _fit(adversary, k, n_iter, n_queries)
-        _drop_square_if_too_small(adversary, norm, min(x.shape[-2:]))
-        x_adv, _ = adversary.run_standard_evaluation(xw, y, batch_size=x.shape[0])
-    return project(x_adv.detach(), xw, eps, norm).to(x.dtype)
+        _drop_square_if_too_small(adversary, norm, min(xw.shape[-2:]))
+        x_adv, _ = adversary.run_standard_evaluation(xw, y, batch_size=xw.shape[0])
+    return x_adv
 
 
 def _import():

@@ -79,16 +79,25 @@ def random_start(x: Tensor, eps: float, norm: str,
     dt = work_dtype(x.dtype)
     dev = generator.device if generator is not None else x.device
     xw = x.detach().to(dt)
+    # Draws are made in logical (contiguous) order, so the result does not depend on x's memory
+    # format, then laid out like x (channels_last stays channels_last).
+    fmt = _memory_format(x)
     if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=dev, dtype=dt).to(x.device)
-        delta = (2 * u - 1) * eps
+        u = torch.rand(x.shape, generator=generator, device=dev, dtype=dt)
+        delta = ((2 * u - 1) * eps).to(x.device, memory_format=fmt)
     else:
         d = x[0].numel()
-        g = torch.randn(x.shape, generator=generator, device=dev, dtype=dt).to(x.device)
-        r = torch.rand((x.shape[0],), generator=generator, device=dev, dtype=dt).to(x.device)
+        g = torch.randn(x.shape, generator=generator, device=dev, dtype=dt)
+        r = torch.rand((x.shape[0],), generator=generator, device=dev, dtype=dt)
         radius = (eps * r.pow(1.0 / d)).view(-1, *([1] * (x.dim() - 1)))
-        delta = g / _per_sample_l2(g).clamp_min(_TINY) * radius
+        delta = (g / _per_sample_l2(g).clamp_min(_TINY) * radius).to(x.device, memory_format=fmt)
     return (xw + delta).clamp_(0.0, 1.0)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def ascent_step(x_adv: Tensor, grad: Tensor, step_size: float, norm: str) -> Tensor:
