@@ -223,7 +223,8 @@ def _report(args, origin, device, times, outputs, model, x, y, has_peer) -> None
         print(f"{k:28s} {med[k]:10.4f} {med[k] / b:8.3f} {acc}")
     if not has_peer:
         print("torchattacks: not installed (pip install torchattacks to compare)")
-    print(f"early_stop / full loop time: {med['robustlab pgd early_stop'] / med['robustlab pgd']:.3f}")
+    ratio = med["robustlab pgd early_stop"] / med["robustlab pgd"]
+    print(f"early_stop / full loop time: {ratio:.3f}")
 
 
 if __name__ == "__main__":

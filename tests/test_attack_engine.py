@@ -254,3 +254,12 @@ def test_run_attack_pgd_defaults_and_seed(model, data):
     fd = run_attack("feature-distortion", model.features, x, y, seed=4, steps=2)
     assert math.isclose(float((fd - x).abs().max()), 16 / 255, rel_tol=1e-4)
     assert isinstance(ConfigError("x"), RobustlabError)
+
+
+def test_works_inside_no_grad_and_leaves_no_graph(model, data):
+    x, y = data
+    with torch.no_grad():
+        out = pgd(model, x, y, eps=0.1, step_size=0.05, steps=2, generator=_g())
+    ref = pgd(model, x, y, eps=0.1, step_size=0.05, steps=2, generator=_g())
+    assert torch.equal(out, ref) and out.grad_fn is None and not out.requires_grad
+    assert all(p.grad is None for p in model.parameters())  # input gradients only

@@ -1,4 +1,4 @@
-"""Shared helpers for the attack tests (tiny models, synthetic data, call counters); no tests here."""
+"""Shared helpers for the attack tests (tiny models, synthetic data, call counters); no tests."""
 from __future__ import annotations
 
 import dataclasses

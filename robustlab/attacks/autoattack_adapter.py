@@ -1,4 +1,4 @@
-"""AutoAttack (Croce & Hein 2020) through its reference implementation, the ``pyautoattack`` package.
+"""AutoAttack (Croce & Hein 2020) through its reference implementation, package ``pyautoattack``.
 
 Lazily imported (an optional extra: ``pip install robustlab[autoattack]``). The adapter fits it to
 robustlab's contracts: seeded without disturbing the caller's global RNG, model in eval mode with
@@ -62,7 +62,7 @@ def autoattack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: 
     if eps == 0.0 or x.shape[0] == 0:
         return x.detach().clone()
     xw = x.detach().to(work_dtype(x.dtype))
-    tracer = sys.gettrace()  # its dynamic-defence check calls sys.settrace(None): keep coverage etc.
+    tracer = sys.gettrace()  # its dynamic-defence check calls sys.settrace(None); keep coverage
     try:
         x_adv = _run(aa, model, xw, y, eps, norm, version, seed, todo, n_iter, n_queries)
     finally:

@@ -43,7 +43,7 @@ def opt(default: Any, help: str) -> Any:
 
 def register_attack(name: str, settings: type, *, needs_labels: bool = True,
                     model_role: str = "classifier", help: str = "") -> Callable:
-    """Decorator: register ``fn(model, x, y, **settings)`` under ``name`` with its settings class."""
+    """Decorator: register ``fn(model, x, y, **settings)`` as ``name`` with its settings class."""
     if not (dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen):
         raise TypeError(f"settings of attack {name!r} must be a frozen dataclass")
 

@@ -23,7 +23,7 @@ def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps:
     """Self-supervised feature-distortion perturbation (SSR purifier paper, Alg. 1).
 
     Args:
-        extractor: frozen feature extractor P mapping [0, 1] images to features (any shape (B, ...)).
+        extractor: frozen feature extractor P mapping [0, 1] images to (B, ...) features.
         x: (B, C, H, W) images in [0, 1]; never modified. No labels are used.
         eps: budget (default 16/255). step_size: default eps / 8. steps: default 20.
         random_start: uniform start in the ball (default True; from x the gradient is 0).

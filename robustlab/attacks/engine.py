@@ -81,7 +81,7 @@ def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, 
              " for targeted attacks" if targeted else " for early_stop" if early_stop else "")
     check_inputs(x, y, y_required=needs_labels(make) or targeted or early_stop, why=y_why)
     if early_stop and not on_logits(make):
-        raise ConfigError(f"early_stop needs a classifier objective (ce, cw, kl, ...), not {name!r}")
+        raise ConfigError(f"early_stop needs a classifier objective (ce, cw, kl), not {name!r}")
     okw = check_kwargs_dict("objective_kwargs", objective_kwargs)
     msg = objective_kwargs_error(make, okw)
     if msg:

@@ -71,7 +71,7 @@ def random_start(x: Tensor, eps: float, norm: str,
     Args:
         x: (B, C, H, W) clean images in [0, 1].
         eps: the radius. norm: "linf" or "l2".
-        generator: the source of randomness (its device may differ from x's); None uses the global one.
+        generator: the source of randomness (its device may differ from x's); None: the global one.
     Returns:
         (B, C, H, W) tensor in the working dtype (float32 or wider), on x's device.
     """
@@ -95,7 +95,8 @@ def random_start(x: Tensor, eps: float, norm: str,
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if x.dim() == 4 and not x.is_contiguous() \
+            and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 

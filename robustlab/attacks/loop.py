@@ -34,7 +34,9 @@ class Plan:
 
 def autocast(x: Tensor, amp: torch.dtype | None):
     """torch.autocast on x's device type with ``amp`` (a no-op context when None)."""
-    return torch.autocast(device_type=x.device.type, dtype=amp) if amp is not None else nullcontext()
+    if amp is None:
+        return nullcontext()
+    return torch.autocast(device_type=x.device.type, dtype=amp)
 
 
 def start(x: Tensor, plan: Plan) -> Tensor:

@@ -123,7 +123,7 @@ def make_cw(model: Callable, x: Tensor, y: Tensor) -> LogitObjective:
 
 
 @register_objective("kl", needs_labels=False, on_logits=True,
-                    help="TRADES: KL(softmax f(x) || softmax f(x')), label-free (Zhang et al. 2019)")
+                    help="TRADES: KL(softmax f(x) || softmax f(x')), label-free (Zhang+ 2019)")
 def make_kl(model: Callable, x: Tensor, y: Tensor | None = None) -> LogitObjective:
     """TRADES inner maximisation: KL(p(x) || p(x')) per sample, summed over classes.
 
