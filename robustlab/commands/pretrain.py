@@ -1,0 +1,78 @@
+"""`robustlab pretrain`: contrastive pre-training of an encoder (SimCLR, ACL A2A/A2S/dual-BN)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
+
+NAME = "pretrain"
+ORDER = 12
+HELP = ("contrastive pre-training of an encoder (simclr, a2a, a2s, dual-bn); labels are never "
+        "read; resumable. Fine-tune with `robustlab train --init OUT/encoder.safetensors`")
+
+# CLI flag -> PretrainConfig field (only flags the user gave override the config file)
+_FIELDS = ("dataset", "model", "method", "epochs", "batch_size", "optimizer", "lr", "momentum",
+           "weight_decay", "schedule", "warmup_epochs", "grad_clip", "width", "subset", "val",
+           "augment", "temperature", "proj_dim", "eps", "step_size", "steps", "seed", "amp")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of pre-training settings (flags override it)")
+    add_data_args(p)
+    p.add_argument("--model", help="backbone: any classifier (see `robustlab list models`)")
+    p.add_argument("--width", type=float, help="channel multiplier (e.g. 0.25 for CPU runs)")
+    p.add_argument("--method", help="simclr, a2a, a2s (default) or dual-bn "
+                   "(see `robustlab list pretrain-methods`)")
+    p.add_argument("--epochs", type=int, help="default 10 (the seed report's)")
+    p.add_argument("--batch-size", type=int, help="images per batch, >= 2 (default 256)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"])
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--subset", type=size, help="pre-train on a count (20000) or fraction of the split")
+    p.add_argument("--val", type=size, help="hold-out kept away from pre-training, as in `train`")
+    p.add_argument("--augment", help="view augmentation preset (default: simclr, or simclr-signs "
+                   "for data that must not be flipped)")
+    p.add_argument("--temperature", type=float, help="NT-Xent temperature (default 0.5)")
+    p.add_argument("--proj-dim", type=int, help="projection head output size (default 128)")
+    p.add_argument("--eps", type=float, help="contrastive attack budget (default 8/255)")
+    p.add_argument("--step-size", type=float, help="contrastive attack step (default 2/255)")
+    p.add_argument("--steps", type=int, help="contrastive attack steps (default 5)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set model_kwargs.pretrained=false")
+    add_runtime_args(p)
+    p.set_defaults(seed=None)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+
+def build_config(args: argparse.Namespace):
+    from ..errors import ConfigError
+    from ..training.contrastive_train import PretrainConfig
+
+    cfg = load_yaml(args.config)
+    for name in _FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            cfg[name] = value
+    cfg = apply_sets(cfg, args.set)
+    for required in ("dataset", "model"):
+        if required not in cfg:
+            raise ConfigError(f"--{required} is required (or give it in --config)")
+    return PretrainConfig.from_dict(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.contrastive_train import pretrain
+
+    cfg = build_config(args)
+    final = pretrain(cfg, args.out, data_root=args.data_root, device=args.device,
+                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps({"out": args.out, "encoder": f"{args.out}/encoder.safetensors", **final}))
+    return 0

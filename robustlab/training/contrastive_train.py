@@ -1,0 +1,225 @@
+"""Contrastive pre-training (SimCLR, ACL A2A/A2S/dual-BN): a resumable loop that never reads labels.
+
+Writes to its run directory (the classifier trainer's :class:`RunDir` and state format):
+``config.json``, ``metrics.jsonl`` (a line per epoch with the mean NT-Xent loss and its curve over
+the epoch), ``encoder.safetensors``/``encoder.json`` (a plain classifier checkpoint of the backbone,
+its final Linear untrained, which ``robustlab train --init`` loads) and ``last.*`` (resume state).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import models as rl_models
+from .._checks import check_int, check_positive
+from ..config import from_dict
+from ..data.presets import refuse_flips
+from ..errors import ConfigError, InputError, TrainingDiverged
+from .config import _is_size
+from .contrastive import TEMPERATURE, ProjectionModel, contrastive_preset
+from .contrastive_bn import convert_dual_bn, export_branch
+from .contrastive_methods import PRETRAIN_METHODS, ContrastiveAttack
+from .optim import build_optimizer, lr_factor, set_lr
+from .rundir import RunDir
+from .state import has_state, load_state, save_state
+from .trainer import amp_context, epoch_seed, prepare_data, resolve_device
+
+log = logging.getLogger(__name__)
+_CURVE_POINTS = 10  # the NT-Xent curve in metrics.jsonl: mean loss over each tenth of an epoch
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that decides the encoder a pre-training run ends with (saved as ``config.json``).
+
+    ACL (Jiang et al. 2020): NT-Xent temperature 0.5, 128-d projection, PGD on NT-Xent with eps
+    8/255, step 2/255, 5 steps; the seed report pre-trains for 10 epochs. Optimiser fields mean what
+    they mean in :class:`TrainConfig`. ``val`` is held out exactly as the classifier trainer does
+    (same seed), so pre-training never sees the images fine-tuning validates on.
+    """
+
+    dataset: str
+    model: str
+    method: str = "a2s"
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: Optional[float] = None
+    width: float = 1.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset: Optional[Union[int, float]] = None
+    val: Union[int, float] = 0.1
+    augment: Optional[str] = None          # None: "simclr", or "simclr-signs" for no-flip data
+    temperature: float = TEMPERATURE
+    proj_dim: int = 128
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 5
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+    def __post_init__(self) -> None:
+        PRETRAIN_METHODS.get(self.method)  # unknown names fail here, listing the known ones
+        check_int("epochs", self.epochs)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 2:
+            raise ConfigError(f"batch_size must be an integer >= 2 for contrastive pre-training "
+                              f"(NT-Xent uses the other images of the batch as negatives), got "
+                              f"{self.batch_size!r}; SimCLR/ACL use 256-512")
+        for name in ("lr", "gamma", "width", "temperature", "eps", "step_size"):
+            check_positive(name, getattr(self, name))
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_int("proj_dim", self.proj_dim)
+        check_int("steps", self.steps)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
+        if self.subset is not None and not _is_size(self.subset):
+            raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
+        if self.val != 0 and not _is_size(self.val):
+            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
+        check_int("seed", self.seed, 0)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
+        return from_dict(cls, data, where="pre-training config")
+
+
+def image_batches(data, batch_size: int, generator: torch.Generator,
+                  device: torch.device) -> Iterator[torch.Tensor]:
+    """One shuffled epoch of float (B, C, H, W) images in [0, 1], never touching the labels.
+
+    A trailing incomplete batch is dropped when there is at least one full batch (every step then
+    has the same number of negatives, as in SimCLR).
+    """
+    n = len(data)
+    if n < 2:
+        raise InputError(f"contrastive pre-training needs at least 2 images, got {n}")
+    order = torch.randperm(n, generator=generator, device=generator.device).cpu()
+    stop = n - n % batch_size if n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size].to(data.images.device)
+        yield data.images.index_select(0, idx).to(device).to(torch.float32).div_(255)
+
+
+def build_encoder(cfg: PretrainConfig, data) -> torch.nn.Module:
+    """The backbone: the classifier ``cfg.model`` built for ``data`` exactly as the trainer does."""
+    kwargs = {"mean": data.mean, "std": data.std, **cfg.model_kwargs}
+    return rl_models.create(cfg.model, num_classes=data.num_classes, in_channels=data.channels,
+                            width=cfg.width, **kwargs)
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = None,
+             device: str | torch.device | None = "auto", resume: bool = False,
+             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Pre-train ``cfg.model`` as an encoder with contrastive method ``cfg.method``; write the run.
+
+    Implements SimCLR (Chen et al. 2020) and ACL's A2A, A2S and dual-stream (Jiang et al. 2020).
+    Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
+    """
+    method = PRETRAIN_METHODS.get(cfg.method)
+    device = resolve_device(device)
+    data, _ = prepare_data(cfg, data_root)
+    preset = cfg.augment or contrastive_preset(data)
+    aug = refuse_flips(preset, data.flip_ok, data.name)  # before anything is written
+    out_dir = RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite)
+    torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
+    encoder = build_encoder(cfg, data)
+    spec = encoder.robustlab_spec
+    if method.dual_bn:
+        convert_dual_bn(encoder)
+    net = ProjectionModel(encoder, cfg.proj_dim).to(device)
+    optimizer = build_optimizer(cfg, net.trainable_parameters())
+    attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
+    start = 0
+    if resume and has_state(out_dir.path / "last"):
+        start, _, _ = load_state(out_dir.path / "last", model=net, optimizer=optimizer)
+        log.info("resuming %s after epoch %d", out_dir.path, start)
+    out_dir.truncate_metrics(start)
+    done = out_dir.read_metrics()
+    metrics: dict[str, Any] = dict(done[-1]) if done else {}
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=1))
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        t0 = time.perf_counter()
+        metrics = _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch,
+                         epoch * steps_per_epoch, steps_per_epoch * cfg.epochs, progress)
+        metrics = {"epoch": epoch + 1, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
+        out_dir.append_metrics(metrics)
+        save_encoder(net, spec, out_dir.path / "encoder.safetensors", dual_bn=method.dual_bn,
+                     dataset=cfg.dataset, config=out_dir.config_dict, metrics=metrics,
+                     augment=preset)
+        save_state(out_dir.path / "last", model=net, optimizer=optimizer, epoch=epoch + 1)
+    return metrics
+
+
+def save_encoder(net: ProjectionModel, spec: dict[str, Any], path: Path, *, dual_bn: bool,
+                 **meta: Any) -> Path:
+    """Write the backbone as a plain classifier checkpoint (dual BN: the adversarial branch)."""
+    encoder = net.encoder
+    if dual_bn:
+        with torch.random.fork_rng(devices=[]):  # building the plain model must not move the RNG
+            plain = rl_models.create(spec["name"], **spec["kwargs"])
+        encoder = export_branch(net.encoder, plain, "adv")
+    return rl_models.save(encoder, path, role="contrastive encoder (final Linear untrained)",
+                          bn_branch="adv" if dual_bn else "shared", **meta)
+
+
+def _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch, step0,
+           total_steps, progress) -> dict[str, Any]:
+    net.train()
+    losses: list[torch.Tensor] = []
+    sums: dict[str, torch.Tensor] = {}
+    n_batches = max(1, len(data) // cfg.batch_size)
+    bar = tqdm(image_batches(data, cfg.batch_size, gen, device), total=n_batches,
+               desc=f"pretrain {cfg.method} {epoch + 1}/{cfg.epochs}", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    lr = cfg.lr
+    for i, x in enumerate(bar):
+        v1, v2 = aug.fn(x, gen), aug.fn(x, gen)  # two augmented views, (B, C, H, W) in [0, 1]
+        lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
+        with amp_context(cfg.amp, device):
+            loss, stats = method.step(net, v1, v2, attack, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(loss.detach().float())
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0) + v.float()
+        if (i + 1) % 25 == 0:
+            _check_finite(torch.stack(losses[-25:]).sum(), epoch)
+            bar.set_postfix(nt_xent=f"{float(losses[-1]):.3f}", lr=f"{lr:.2g}")
+    curve = torch.stack(losses)
+    _check_finite(curve.sum(), epoch)
+    parts = curve.tensor_split(min(_CURVE_POINTS, len(losses)))
+    return {"lr": lr, "nt_xent": float(curve.mean()),
+            "nt_xent_curve": [round(float(p.mean()), 5) for p in parts],
+            **{k: float(v) / len(losses) for k, v in sums.items()},
+            "images": len(losses) * cfg.batch_size if len(data) >= cfg.batch_size else len(data)}
+
+
+def _check_finite(total: torch.Tensor, epoch: int) -> None:
+    if not torch.isfinite(total):
+        raise TrainingDiverged(
+            f"the NT-Xent loss became non-finite in epoch {epoch + 1}; the run stopped and the "
+            f"encoder of epoch {epoch} was kept. Lower the learning rate (or set grad_clip) and "
+            "start again with --overwrite.")
