@@ -110,7 +110,8 @@ def test_presets_have_the_reports_numbers():
     expected = {"A-L1": (1, 100, 0, 0, "unet-a", "patchgan-a"),
                 "B1": (1, 0, 0, 10, "unet-b", "patchgan-b"),
                 "B2": (1, 0, 0, 100, "unet-b", "patchgan-b"),
-                "B3": (1, 0, 10, 100, "unet-b", "patchgan-b")}
+                "B3": (1, 0, 10, 100, "unet-b", "patchgan-b"),
+                "NRP": (5e-3, 1e-2, 0, 1, "nrp", "patchgan-b")}
     assert LOSS_PRESETS.names() == sorted(expected)
     assert DEFAULT_LOSS_PRESET == "B3"
     for name, (cgan, l1, l2, perc, gen, crit) in expected.items():

@@ -34,5 +34,11 @@ _add("B2", "arch B, cGAN + perceptual (alpha 100)",
      cgan=1.0, l1=0.0, l2=0.0, perceptual=100.0)
 _add("B3", "arch B, cGAN + perceptual (alpha 100) + L2 (lambda 10): the report's choice (default)",
      cgan=1.0, l1=0.0, l2=10.0, perceptual=100.0)
+# The NRP baseline (Naseer et al. 2020) trained through the same loop: pixel + perceptual + critic
+# terms. NRP's relativistic critic and its exact weights are not in the SSR report; robustlab uses
+# its cGAN/PatchGAN critic and ESRGAN's weights (Wang et al. 2018), from which NRP's loss derives:
+# critic 5e-3, L1 pixel 1e-2, perceptual 1.
+_add("NRP", "NRP baseline (nrp + patchgan-b): cGAN 5e-3 + L1 1e-2 + perceptual 1 (ESRGAN's "
+     "weights)", cgan=5e-3, l1=1e-2, l2=0.0, perceptual=1.0, generator="nrp", critic="patchgan-b")
 
 DEFAULT_LOSS_PRESET = "B3"

@@ -1,53 +1,114 @@
 """Resumable training state without pickle: tensors in safetensors, everything else in JSON.
 
-``last.safetensors`` holds the model's and optimiser's tensors (and any method/hook tensors);
-``last.json`` holds the epoch, the optimiser's scalar state and param groups, and free-form extras.
-Both are written atomically; the JSON goes last, so it never points at tensors that are not there.
+``last.safetensors`` holds the tensors of one or more modules and optimisers (and any method/hook
+tensors); ``last.json`` holds the epoch, each optimiser's scalar state and param groups, and
+free-form extras. Both are written atomically; the JSON goes last, so it never points at tensors
+that are not there.
+
+One model and one optimiser (the classifier trainer)::
+
+    save_state(stem, model=m, optimizer=opt, epoch=3)
+
+Several named ones (the purifier trainer: generator and critic)::
+
+    save_state(stem, modules={"G": g, "D": d}, optimizers={"G": opt_g, "D": opt_d}, epoch=3)
+
+Tensor names: ``model.*`` / ``optim.<param id>.*`` for the single model and optimiser (the
+original layout, so older states still load) and ``modules.<name>.*`` /
+``optims.<name>.<param id>.*`` for named ones.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._io import atomic_path, write_json
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 FORMAT = "robustlab-train-state"
+_MODEL, _OPTIM = "model", "optim"  # prefixes of the single (unnamed) model and optimiser
 
 
-def save_state(stem: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               epoch: int, extra: dict[str, Any] | None = None,
-               tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``stem.safetensors`` + ``stem.json`` describing the state after ``epoch`` epochs."""
+def _named(single: Any, named: Mapping[str, Any] | None, single_prefix: str, named_prefix: str,
+           what: str) -> dict[str, Any]:
+    """prefix -> object, for the single object (if any) and every named one."""
+    out: dict[str, Any] = {}
+    if single is not None:
+        out[single_prefix] = single
+    for name, obj in (named or {}).items():
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError(f"{what} names must be non-empty strings without dots, got {name!r}")
+        out[f"{named_prefix}.{name}"] = obj
+    return out
+
+
+def _modules(model, modules) -> dict[str, torch.nn.Module]:
+    mods = _named(model, modules, _MODEL, "modules", "module")
+    if not mods:
+        raise ConfigError("save_state/load_state need a model= or modules={name: module}")
+    return mods
+
+
+def _optimizers(optimizer, optimizers) -> dict[str, torch.optim.Optimizer]:
+    return _named(optimizer, optimizers, _OPTIM, "optims", "optimizer")
+
+
+def save_state(stem: str | Path, *, model: torch.nn.Module | None = None,
+               optimizer: torch.optim.Optimizer | None = None, epoch: int,
+               extra: dict[str, Any] | None = None, tensors: dict[str, torch.Tensor] | None = None,
+               modules: Mapping[str, torch.nn.Module] | None = None,
+               optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> None:
+    """Write ``stem.safetensors`` + ``stem.json`` describing the state after ``epoch`` epochs.
+
+    Args:
+        stem: path without suffix (e.g. ``run/last``).
+        model, optimizer: the single model and optimiser (classifier trainer).
+        modules, optimizers: further named ones (names without dots), e.g. ``{"G": g, "D": d}``.
+        epoch: epochs completed. extra: JSON-able extras. tensors: extra tensors.
+    """
     stem = Path(stem)
-    flat: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in opt["state"].items():
-        for key, val in pstate.items():
-            if isinstance(val, torch.Tensor):
-                flat[f"optim.{pid}.{key}"] = val
-            else:
-                scalars.setdefault(str(pid), {})[key] = val
+    flat: dict[str, torch.Tensor] = {}
+    for prefix, module in _modules(model, modules).items():
+        flat.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+    opt_meta: dict[str, dict[str, Any]] = {}
+    for prefix, opt in _optimizers(optimizer, optimizers).items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, pstate in sd["state"].items():
+            for key, val in pstate.items():
+                if isinstance(val, torch.Tensor):
+                    flat[f"{prefix}.{pid}.{key}"] = val
+                else:
+                    scalars.setdefault(str(pid), {})[key] = val
+        opt_meta[prefix] = {"param_groups": sd["param_groups"], "scalars": scalars}
     for key, val in (tensors or {}).items():
         flat[f"extra.{key}"] = val
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(flat, str(tmp))
-    write_json(stem.with_suffix(".json"), {
-        "format": FORMAT, "epoch": epoch, "optimizer_param_groups": opt["param_groups"],
-        "optimizer_scalars": scalars, "extra": extra or {},
-    })
+    meta: dict[str, Any] = {"format": FORMAT, "epoch": epoch}
+    if _OPTIM in opt_meta:  # the original layout of the single optimiser
+        single = opt_meta.pop(_OPTIM)
+        meta["optimizer_param_groups"] = single["param_groups"]
+        meta["optimizer_scalars"] = single["scalars"]
+    meta["modules"] = sorted(_modules(model, modules))
+    meta["optimizers"] = {k.split(".", 1)[1]: v for k, v in opt_meta.items()}
+    meta["extra"] = extra or {}
+    write_json(stem.with_suffix(".json"), meta)
 
 
-def load_state(stem: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
+               optimizer: torch.optim.Optimizer | None = None,
+               modules: Mapping[str, torch.nn.Module] | None = None,
+               optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
                ) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore model and optimiser in place; return (epochs done, extras, extra tensors)."""
+    """Restore the given modules and optimisers in place; return (epochs done, extras, extra
+    tensors). The names must be those the state was saved with (CheckpointError otherwise)."""
     stem = Path(stem)
     meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     try:
@@ -56,29 +117,57 @@ def load_state(stem: str | Path, *, model: torch.nn.Module, optimizer: torch.opt
     except (OSError, json.JSONDecodeError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read the training state {stem}: {exc}. "
                               "Start again with --overwrite.") from exc
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a robustlab training state")
-    device = next(iter(model.state_dict().values())).device
-    model_sd = {k[6:]: v for k, v in flat.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_sd, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"the training state in {stem} does not fit this model: {exc}") from exc
-    opt_state: dict[int, dict[str, Any]] = {}
-    for key, val in flat.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            opt_state.setdefault(int(pid), {})[name] = val
-    for pid, vals in meta["optimizer_scalars"].items():
-        opt_state.setdefault(int(pid), {}).update(vals)
-    opt_state = dict(sorted(opt_state.items()))  # safetensors sorts names; restore param order
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer_param_groups"]})
-    for pstate in optimizer.state.values():  # Adam's step counters live on the CPU; moments follow params
-        for name, val in pstate.items():
-            if isinstance(val, torch.Tensor) and name != "step":
-                pstate[name] = val.to(device)
+    mods = _modules(model, modules)
+    saved = set(meta.get("modules", [_MODEL]))  # states written before named modules: the model
+    if saved != set(mods):
+        def names(prefixes):
+            return ", ".join(sorted(p.split(".", 1)[-1] for p in prefixes))
+        raise CheckpointError(f"the training state in {stem} holds {names(saved)} but "
+                              f"{names(mods)} were asked for; it is another kind of run")
+    for prefix, module in mods.items():
+        _load_module(module, flat, prefix, stem)
+    for prefix, opt in _optimizers(optimizer, optimizers).items():
+        if prefix == _OPTIM:
+            groups, scalars = meta.get("optimizer_param_groups"), meta.get("optimizer_scalars", {})
+        else:
+            entry = meta.get("optimizers", {}).get(prefix.split(".", 1)[1], {})
+            groups, scalars = entry.get("param_groups"), entry.get("scalars", {})
+        if groups is None:
+            raise CheckpointError(f"the training state in {stem} has no optimizer {prefix!r}")
+        _load_optimizer(opt, flat, prefix, groups, scalars)
     extra_t = {k[6:]: v for k, v in flat.items() if k.startswith("extra.")}
     return int(meta["epoch"]), meta.get("extra", {}), extra_t
+
+
+def _load_module(module: torch.nn.Module, flat: dict[str, torch.Tensor], prefix: str,
+                 stem: Path) -> None:
+    cut = len(prefix) + 1
+    sd = {k[cut:]: v for k, v in flat.items() if k.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        what = "model" if prefix == _MODEL else f"module {prefix.split('.', 1)[1]!r}"
+        raise CheckpointError(f"the training state in {stem} does not fit this {what}: {exc}") from exc
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], prefix: str,
+                    groups: list, scalars: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in flat.items():
+        if key.startswith(prefix + "."):
+            pid, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(pid), {})[name] = val
+    for pid, vals in scalars.items():
+        state.setdefault(int(pid), {}).update(vals)
+    state = dict(sorted(state.items()))  # safetensors sorts names; restore param order
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    # Adam's step counters live on the CPU; moments follow their parameter's device
+    for param, pstate in opt.state.items():
+        for name, val in pstate.items():
+            if isinstance(val, torch.Tensor) and name != "step":
+                pstate[name] = val.to(param.device)
 
 
 def has_state(stem: str | Path) -> bool:

@@ -1,0 +1,176 @@
+"""The purifier trainer: the SSR report's self-supervised Pix2Pix training (Algorithm 2) and the
+NRP baseline through the same loop, resumable from its last epoch.
+
+No label is ever used for training: each mini-batch's adversaries are crafted on the fly by the
+feature-distortion attack (Algorithm 1) against a fixed extractor, the critic sees (x', x) as real
+and (x', G(x')) as fake, and the generator minimises the preset's weighted loss. After each epoch
+the run writes a metrics line (losses, distances, and the feature-distortion robust accuracy of a
+classifier with and without the purifier on held-out test images), an image grid, the
+purifier/critic checkpoints and the resumable state.
+
+NRP (``arch="nrp"``, preset "NRP"; Naseer et al. 2020) choices its published description leaves
+open, or that differ here: the SSR report's feature-distortion attack (VGG19 first blocks, eps 16,
+step eps/8, 20 steps) replaces NRP's SSP attack (VGG16 relu3_3, eps 16, step 0.01) unless
+``extractor``/``extractor_blocks``/``step_size`` say otherwise; a PatchGAN critic with BCE replaces
+its relativistic critic; the weights are ESRGAN's (critic 5e-3, L1 pixel 1e-2, perceptual 1); the
+RRDB depth is ``arch_kwargs["n_blocks"]`` (23 published; a few blocks on a CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import data as rl_data
+from .. import models as rl_models
+from ..errors import TrainingDiverged
+from .purifier_config import PurifierConfig
+from .purifier_monitor import Monitor, first_images, held_out
+from .purifier_setup import (augmenter, build_gan, check_channels, check_defended,
+                             check_purifier_shape, check_sizes, load_frozen, training_data)
+from .purifier_steps import GanParts, make_attack, train_step
+from .rundir import RunDir
+from .state import has_state, load_state, save_state
+from .trainer import amp_context, epoch_seed, resolve_device
+
+log = logging.getLogger(__name__)
+_VAL_STREAM, _INIT_STREAM, _GLOBAL_STREAM = 3, 2, 1  # epoch_seed streams
+
+
+def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | None = None,
+                   device: str | torch.device | None = "auto", resume: bool = False,
+                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a purifier as ``cfg`` says (SSR report Alg. 2, or NRP) and write the run to ``out``.
+
+    Writes ``config.json``; ``metrics.jsonl`` (per epoch: g_loss, d_loss, loss_<term>,
+    mse_purified, mse_perturbed, seconds, and on the held-out set clean_acc, fd_acc,
+    clean_acc_purified, fd_acc_purified, val_mse_purified, val_mse_perturbed); ``grid_epoch{N}.png``;
+    ``purifier.safetensors`` and ``critic.safetensors`` with JSON sidecars (loadable with
+    ``robustlab.models.load``); and ``last.safetensors``/``last.json`` to resume from.
+
+    Raises:
+        ConfigError / InputError / CheckpointError for settings that cannot train (before ``out``
+        is touched); TrainingDiverged when a loss becomes non-finite (the previous epoch's files
+        are kept).
+
+    Returns:
+        The final metrics line.
+    """
+    device = resolve_device(device)
+    check_sizes(cfg, cfg.image_size)
+    train_data = training_data(cfg, data_root)
+    extractor_net = load_frozen(cfg.extractor, device, "extractor")
+    check_channels(extractor_net, cfg.extractor, train_data, "extractor")
+    extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
+    perceptual = _perceptual(cfg, extractor, device, train_data)
+    classifier = load_frozen(cfg.classifier or cfg.extractor, device, "classifier") if cfg.val_n else None
+    torch.manual_seed(epoch_seed(cfg.seed, 0, stream=_INIT_STREAM))  # initial weights
+    generator, critic = build_gan(cfg, train_data.channels, device)
+    probe = first_images(train_data, 2, device)
+    check_purifier_shape(generator, probe, cfg.generator_name())
+    if classifier is not None:
+        check_defended(generator, classifier, cfg.classifier or cfg.extractor, train_data)
+    preset, flip = augmenter(cfg, train_data)
+
+    out_dir = RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite)
+    betas = tuple(cfg.betas)
+    parts = GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
+                     torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
+                     extractor, perceptual)
+    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
+    monitor = _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype)
+    start = 0
+    if resume and has_state(out_dir.path / "last"):
+        start, _, _ = load_state(out_dir.path / "last", modules={"G": generator, "D": critic},
+                                 optimizers={"G": parts.opt_g, "D": parts.opt_d})
+        log.info("resuming %s after epoch %d", out_dir.path, start)
+    out_dir.truncate_metrics(start)
+    done = out_dir.read_metrics()
+    metrics: dict[str, Any] = dict(done[-1]) if done else {}
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=_GLOBAL_STREAM))  # dropout masks
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))  # order, flips, starts
+        attack = make_attack(extractor, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+                             random_start=cfg.random_start, generator=gen, amp_dtype=amp_dtype)
+        t0 = time.perf_counter()
+        metrics = _epoch(cfg, parts, train_data, preset, flip, attack, gen, device, epoch, progress)
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        metrics["images_per_second"] = round(len(train_data) / max(metrics["seconds"], 1e-9), 2)
+        metrics.update(monitor.score(generator))
+        metrics = {"epoch": epoch + 1, **metrics}
+        _save_epoch(cfg, out_dir, parts, monitor, metrics, epoch + 1,
+                    extractor_name=extractor_net.robustlab_meta.get("name"))
+    return metrics
+
+
+def _perceptual(cfg: PurifierConfig, extractor, device, ds):
+    if cfg.perceptual_extractor is None and cfg.perceptual_blocks is None:
+        return extractor
+    path = cfg.perceptual_extractor or cfg.extractor
+    net = load_frozen(path, device, "perceptual extractor")
+    check_channels(net, path, ds, "perceptual extractor")
+    return rl_models.feature_extractor(net, cfg.perceptual_blocks or cfg.extractor_blocks)
+
+
+def _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype) -> Monitor:
+    attack = make_attack(extractor, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+                         random_start=cfg.random_start, amp_dtype=amp_dtype,
+                         generator=torch.Generator().manual_seed(
+                             epoch_seed(cfg.seed, 0, stream=_VAL_STREAM)))
+    if cfg.val_n:
+        x, y = held_out(cfg.dataset, cfg.val_n, root=data_root, size=cfg.image_size,
+                        seed=cfg.seed, device=device)
+        return Monitor(x, y, attack, classifier, cfg.grid_n)
+    return Monitor(first_images(train_data, cfg.grid_n, device), None, attack, None, cfg.grid_n)
+
+
+def _epoch(cfg, parts, data, preset, flip, attack, gen, device, epoch, progress) -> dict[str, Any]:
+    sums: dict[str, Any] = {}
+    n_seen = 0
+    autocast = (lambda: amp_context(cfg.amp, device)) if cfg.amp != "none" else contextlib.nullcontext
+    n_batches = -(-len(data) // cfg.batch_size)
+    batches = rl_data.batches(data, cfg.batch_size, shuffle=True, generator=gen, augment=preset,
+                              device=device)
+    bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    for i, (x, _labels) in enumerate(bar):  # labels are never used (self-supervised)
+        del _labels
+        if flip is not None:
+            x = flip(x, gen)
+        where = f"epoch {epoch + 1}, mini-batch {i + 1}"
+        try:
+            stats = train_step(parts, x, attack=attack, autocast=autocast, where=where)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(
+                f"{exc}. The checkpoint of epoch {epoch} was kept; lower the learning rate (lr) "
+                "and start again with --overwrite.") from None
+        b = x.shape[0]
+        n_seen += b
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) * b
+        bar.set_postfix(g=f"{stats['g_loss']:.3f}")
+    return {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
+
+
+def _save_epoch(cfg: PurifierConfig, out_dir: RunDir, parts: GanParts, monitor: Monitor,
+                metrics: dict[str, Any], epoch: int, extractor_name: str | None) -> None:
+    out_dir.append_metrics(metrics)
+    monitor.grid(parts.generator, out_dir.path / f"grid_epoch{epoch}.png",
+                 title=f"{cfg.generator_name()} epoch {epoch}: perturbed / purified / clean")
+    meta = {"dataset": cfg.dataset, "image_size": cfg.image_size, "config": out_dir.config_dict,
+            "metrics": metrics, "preset": cfg.preset_name() if cfg.weights is None else "custom",
+            "loss_weights": asdict(cfg.loss_weights()),
+            "extractor": {"checkpoint": cfg.extractor, "name": extractor_name,
+                          "n_blocks": cfg.extractor_blocks},
+            "attack": {"name": "feature-distortion", "eps": cfg.eps, "steps": cfg.steps,
+                       "step_size": cfg.attack_step(), "random_start": cfg.random_start}}
+    rl_models.save(parts.generator, out_dir.path / "purifier.safetensors", **meta)
+    rl_models.save(parts.critic, out_dir.path / "critic.safetensors", **meta)
+    save_state(out_dir.path / "last", modules={"G": parts.generator, "D": parts.critic},
+               optimizers={"G": parts.opt_g, "D": parts.opt_d}, epoch=epoch)
