@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_positive
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .early_stop import run_early
 from .geometry import check_eps, check_norm, work_dtype
 from .loop import Plan, autocast, run_full, score, warn_nonfinite
@@ -29,7 +29,7 @@ def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *
         restarts: int = 1, objective: str | Callable = "ce", targeted: bool = False,
         generator: torch.Generator | None = None, early_stop: bool = False,
         amp_dtype: torch.dtype | str | None = None,
-        objective_kwargs: dict[str, Any] | None = None) -> Tensor:
+        objective_kwargs: dict[str, Any] | None = None, init: Tensor | None = None) -> Tensor:
     """Projected gradient ascent on an objective inside the (norm, eps) ball (Madry et al. 2018).
 
     Args:
@@ -52,12 +52,15 @@ def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *
         amp_dtype: None, torch.bfloat16 or torch.float16: forward/backward under torch.autocast;
             the step and projection stay in float32.
         objective_kwargs: extra keyword arguments for the objective factory.
+        init: optional first iterate, same shape and device as x (projected onto the ball and
+            [0, 1] first); replaces the random start. E.g. TRADES starts from x + 0.001 N(0, 1)
+            (Zhang et al. 2019). Not with restarts > 1 or early_stop.
     Returns:
         x_adv: a new detached tensor, same shape/dtype/device as x, in [0, 1], within eps of x.
     """
     make, okw, plan, restarts = _validate(model, x, y, eps, step_size, steps, norm, random_start,
                                           restarts, objective, targeted, generator, early_stop,
-                                          amp_dtype, objective_kwargs)
+                                          amp_dtype, objective_kwargs, init)
     if plan.eps == 0.0 or x.shape[0] == 0:
         return x.detach().clone()
     xw = x.detach().to(work_dtype(x.dtype))
@@ -72,7 +75,7 @@ def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *
 
 
 def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, objective,
-              targeted, generator, early_stop, amp_dtype, objective_kwargs):
+              targeted, generator, early_stop, amp_dtype, objective_kwargs, init=None):
     check_model(model)
     make = resolve(OBJECTIVES.get, objective, "objective")
     name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
@@ -89,8 +92,22 @@ def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, 
     plan = Plan(eps=check_eps(eps), step_size=check_positive("step_size", step_size),
                 steps=check_int("steps", steps, 1), norm=check_norm(norm),
                 random_start=check_bool("random_start", random_start), targeted=targeted,
-                amp=amp_dtype_of(amp_dtype), generator=check_generator(generator))
+                amp=amp_dtype_of(amp_dtype), generator=check_generator(generator),
+                init=_check_init(init, x, restarts, early_stop))
     return make, okw, plan, check_int("restarts", restarts, 1)
+
+
+def _check_init(init: Tensor | None, x: Tensor, restarts: int, early_stop: bool) -> Tensor | None:
+    if init is None:
+        return None
+    if not isinstance(init, Tensor) or not init.is_floating_point():
+        raise ConfigError(f"init must be a float tensor shaped like x, got {type(init).__name__}")
+    if init.shape != x.shape or init.device != x.device:
+        raise InputError(f"init must have x's shape {tuple(x.shape)} and device {x.device}, got "
+                         f"{tuple(init.shape)} on {init.device}")
+    if restarts != 1 or early_stop:
+        raise ConfigError("init gives one fixed start: use it with restarts=1 and no early_stop")
+    return init
 
 
 def _restarts_full(obj: Callable, x: Tensor, y: Tensor | None, plan: Plan,

@@ -30,6 +30,7 @@ class Plan:
     targeted: bool
     amp: torch.dtype | None
     generator: torch.Generator | None
+    init: Tensor | None = None  # a given first iterate (e.g. TRADES' x + 0.001 N(0, 1))
 
 
 def autocast(x: Tensor, amp: torch.dtype | None):
@@ -40,7 +41,10 @@ def autocast(x: Tensor, amp: torch.dtype | None):
 
 
 def start(x: Tensor, plan: Plan) -> Tensor:
-    """The first iterate: a uniform random point of the ball, or a copy of x."""
+    """The first iterate: ``plan.init`` projected onto the ball and [0, 1], a uniform random point
+    of the ball, or a copy of x."""
+    if plan.init is not None:
+        return project(plan.init.detach(), x, plan.eps, plan.norm)
     if plan.random_start:
         return random_start(x, plan.eps, plan.norm, plan.generator)
     return x.clone()
@@ -52,6 +56,10 @@ def input_grad(obj: Callable, x_adv: Tensor, plan: Plan) -> tuple[Tensor, Tensor
     with autocast(x_adv, plan.amp):
         loss = obj(x_adv)
     total = loss.sum()
+    if not total.requires_grad:  # the loss does not depend on the input at all (masked gradients)
+        warnings.warn("the attack objective does not depend on the input: its gradient is zero "
+                      "(gradient masking?); try BPDA or a gradient-free attack", RuntimeWarning)
+        return torch.zeros_like(x_adv), loss.detach()
     (g,) = torch.autograd.grad(-total if plan.targeted else total, x_adv)
     return g, loss.detach()
 

@@ -20,21 +20,22 @@ class RunDir:
     """Create or reopen ``path`` for a run of ``kind`` with config ``cfg``.
 
     A directory that already holds a run is refused unless ``resume`` (the configs must match)
-    or ``overwrite`` (the previous run's files are removed) is given.
+    or ``overwrite`` (the previous run's files are removed) is given. With ``defer`` construction
+    only checks and :meth:`create` writes, so a run that fails while starting leaves nothing.
     """
 
     def __init__(self, path: str | Path, kind: str, cfg: Any, *, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, defer: bool = False) -> None:
         self.path = Path(path)
         self.config_dict = {"kind": kind, **to_dict(cfg)}
         cfg_file = self.path / "config.json"
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pass one")
+        self._overwrite = overwrite and cfg_file.exists()
         if cfg_file.exists():
             old = json.loads(cfg_file.read_text()).get("config", {})
             if overwrite:
-                for name in OWNED:
-                    (self.path / name).unlink(missing_ok=True)
+                pass  # the old files go in create(), once the new run is known to start
             elif not resume:
                 raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it "
                                   "or --overwrite to replace it (or choose another --out)")
@@ -44,8 +45,19 @@ class RunDir:
                 raise ConfigError(f"{self.path} holds a different run (it differs in: "
                                   f"{', '.join(diff)}); --resume needs the same settings, or use "
                                   "--overwrite / another --out")
+        if not defer:
+            self.create()
+
+    def create(self) -> "RunDir":
+        """Remove a replaced run's files (with overwrite), then write this run's config.json.
+        Called once the run's data, model and method are built, so a run that fails to start
+        leaves nothing behind."""
+        if self._overwrite:
+            for name in OWNED:
+                (self.path / name).unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(cfg_file, {"config": self.config_dict, "provenance": provenance()})
+        write_json(self.path / "config.json", {"config": self.config_dict, "provenance": provenance()})
+        return self
 
     @property
     def metrics_file(self) -> Path:

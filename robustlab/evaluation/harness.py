@@ -1,0 +1,251 @@
+"""``evaluate``: clean and adversarial accuracy of a model over a dataset, per sample.
+
+A sample counts as robust under an attack when it is classified correctly both clean and
+adversarially (as AutoAttack scores), so robust accuracy never exceeds clean accuracy. The worst
+case over several attacks is the per-sample AND of their robust flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import attacks as rl_attacks
+from .._checks import check_images, check_labels
+from .._io import provenance
+from ..errors import ConfigError, InputError
+from ..purifiers import Purified
+from .sanity import gradient_warnings, large_eps_warnings, output_warnings, threat_warnings
+from .threats import THREAT_MODELS
+
+_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack under one threat model. ``settings`` are checked against the attack's own."""
+
+    name: str
+    settings: dict = field(default_factory=dict)
+    threat: str = "white-box"
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.label:
+            return self.label
+        args = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.settings.items()))
+        return f"{self.name}[{args}]@{self.threat}" if args else f"{self.name}@{self.threat}"
+
+
+@dataclass
+class EvalResult:
+    """Accuracies in [0, 1], per-sample flags, sanity warnings, timings and the full config."""
+
+    n: int
+    clean_acc: float
+    acc: dict[str, float]
+    worst_acc: float
+    per_sample: dict[str, torch.Tensor]
+    warnings: list[dict]
+    seconds: dict[str, float]
+    config: dict
+    adv: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "clean_acc": self.clean_acc, "acc": self.acc,
+                "worst_acc": self.worst_acc, "warnings": self.warnings, "seconds": self.seconds,
+                "config": self.config, "provenance": provenance(),
+                "per_sample": {k: v.int().tolist() for k, v in self.per_sample.items()}}
+
+
+def as_spec(item: AttackSpec | str | dict) -> AttackSpec:
+    if isinstance(item, AttackSpec):
+        spec = item
+    elif isinstance(item, str):
+        spec = AttackSpec(item)
+    elif isinstance(item, dict):
+        item = dict(item)
+        spec = AttackSpec(item.pop("name"), threat=item.pop("threat", "white-box"),
+                          label=item.pop("label", None), settings=item.pop("settings", item))
+    else:
+        raise ConfigError(f"an attack is a name, a mapping or an AttackSpec, got {item!r}")
+    rl_attacks.ATTACKS.get(spec.name)
+    THREAT_MODELS.get(spec.threat)
+    rl_attacks.attack_settings(spec.name, **spec.settings)  # unknown settings fail before any work
+    return spec
+
+
+def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] = (), *,
+             n: int | None = None, batch_size: int = 256, device: str | torch.device | None = None,
+             seed: int = 0, source: nn.Module | None = None, extractor: nn.Module | None = None,
+             eot_samples: int = 10, progress: bool = False, sanity: bool = False,
+             check_large_eps: float | None = None, keep_adv: bool = False) -> EvalResult:
+    """Score ``model`` on ``data`` clean and under each attack (see the module docstring).
+
+    Args:
+        model: a classifier ([0,1] images -> logits), or ``Purified(purifier, classifier)``.
+        data: an ImageDataset or an (x, y) tensor pair.
+        attacks: AttackSpecs, names, or mappings {"name", "threat", **settings}.
+        source: the source model of "transfer" attacks. extractor: the frozen feature extractor of
+            "feature-distortion" (always the module it differentiates through).
+        sanity: run the gradient-masking checks (results.warnings).
+        check_large_eps: also run PGD-20 white-box at this (large) eps on the first batch and warn
+            unless accuracy falls near zero.
+        keep_adv: keep the crafted examples (on the CPU) in ``result.adv``.
+    Returns: an :class:`EvalResult`.
+    """
+    specs = [as_spec(a) for a in attacks]
+    if len({s.key for s in specs}) != len(specs):
+        raise ConfigError("two attacks share a label; give them distinct settings or labels")
+    for s in specs:
+        if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" and extractor is None:
+            raise ConfigError(f"{s.name} needs a feature extractor (--extractor CKPT)")
+    if extractor is not None:  # say honestly whose features the label-free attack used
+        specs = [dataclasses.replace(s, threat=_extractor_threat(model, extractor))
+                 if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" else s for s in specs]
+    device = torch.device(device) if device else _device_of(model)
+    x_all, y_all = _tensors(data, n)
+    model = model.to(device).eval()
+    source = source.to(device).eval() if source is not None else None
+    extractor = extractor.to(device).eval() if extractor is not None else None
+    attacked = {s.key: _attacked_module(s, model, source, extractor, eot_samples) for s in specs}
+    scored = {s.key: THREAT_MODELS.get(s.threat).scored(model) for s in specs}
+
+    flags: dict[str, list[torch.Tensor]] = {"clean": [], **{s.key: [] for s in specs}}
+    kept: dict[str, list[torch.Tensor]] = {s.key: [] for s in specs}
+    seconds = {"clean": 0.0, **{s.key: 0.0 for s in specs}}
+    warnings: list[dict] = []
+    starts = range(0, len(y_all), batch_size)
+    for b, i in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
+        x = x_all[i:i + batch_size].to(device)
+        y = y_all[i:i + batch_size].to(device)
+        if b == 0:
+            check_images(x, getattr(model, "in_channels", None))
+            check_labels(y, len(y), getattr(model, "num_classes", None))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            logits = model(x)
+        clean = logits.argmax(1) == y
+        seconds["clean"] += time.perf_counter() - t0
+        flags["clean"].append(clean.cpu())
+        if b == 0:
+            warnings += output_warnings(logits)
+            if sanity:
+                warnings += gradient_warnings(model, x, y)
+            if check_large_eps is not None:
+                warnings += large_eps_warnings(model, x, y, check_large_eps, seed)
+        for a, s in enumerate(specs):
+            t0 = time.perf_counter()
+            x_adv = _run(s, attacked[s.key], x, y, seed * _SEED_STRIDE + b * 7919 + a)
+            with torch.no_grad():
+                if THREAT_MODELS.get(s.threat).stochastic:
+                    torch.manual_seed(seed * _SEED_STRIDE + b)
+                adv_ok = scored[s.key](x_adv).argmax(1) == y
+            seconds[s.key] += time.perf_counter() - t0
+            flags[s.key].append((clean & adv_ok).cpu())
+            if keep_adv:
+                kept[s.key].append(x_adv.cpu())
+
+    per_sample = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for k, v in flags.items()}
+    worst = per_sample["clean"].clone()
+    for s in specs:
+        worst &= per_sample[s.key]
+    per_sample["worst"] = worst
+    acc = {s.key: _mean(per_sample[s.key]) for s in specs}
+    warnings += threat_warnings(specs, acc, len(y_all))
+    config = {"n": len(y_all), "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
+              "device": str(device), "attacks": [_spec_dict(s) for s in specs]}
+    return EvalResult(len(y_all), _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
+                      warnings, {k: round(v, 3) for k, v in seconds.items()}, config,
+                      {k: torch.cat(v) for k, v in kept.items() if v})
+
+
+def score_adversarial(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *,
+                      batch_size: int = 256, device=None) -> dict[str, torch.Tensor]:
+    """Per-sample flags of saved examples on ``model``: "clean" and "robust" (clean and adv right)."""
+    device = torch.device(device) if device else _device_of(model)
+    model = model.to(device).eval()
+    check_images(x_adv[:1], getattr(model, "in_channels", None), name="adversarial examples")
+    out = {"clean": [], "robust": []}
+    with torch.no_grad():
+        for i in range(0, len(y), batch_size):
+            yb = y[i:i + batch_size].to(device)
+            clean = model(x[i:i + batch_size].to(device)).argmax(1) == yb
+            adv = model(x_adv[i:i + batch_size].to(device)).argmax(1) == yb
+            out["clean"].append(clean.cpu())
+            out["robust"].append((clean & adv).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _extractor_threat(model: nn.Module, extractor: nn.Module) -> str:
+    """white-box when the extractor is part of the evaluated model, gray-box when it is part of a
+    purified model's classifier (the SSR report's setting), transfer otherwise."""
+    def part_of(module: nn.Module) -> bool:
+        own = list(module.parameters())
+        return all(any(p is q or (p.shape == q.shape and torch.equal(p.cpu(), q.cpu())) for q in own)
+                   for p in extractor.parameters())
+
+    if isinstance(model, Purified):
+        return "gray-box" if part_of(model.classifier) else "transfer"
+    return "white-box" if part_of(model) else "transfer"
+
+
+def _attacked_module(spec, model, source, extractor, eot_samples):
+    if rl_attacks.ATTACKS.get(spec.name).model_role == "extractor":
+        return extractor
+    return THREAT_MODELS.get(spec.threat).attacked(model, source, eot_samples)
+
+
+def _run(spec: AttackSpec, module: nn.Module, x, y, seed: int) -> torch.Tensor:
+    settings = dict(spec.settings)
+    fields = {f.name for f in dataclasses.fields(rl_attacks.ATTACKS.get(spec.name).settings)}
+    if "seed" in fields and "generator" not in settings and settings.get("seed") is None:
+        settings["seed"] = seed % (2**62)
+    threat = THREAT_MODELS.get(spec.threat)
+    if "early_stop" in fields and "early_stop" not in settings:
+        settings["early_stop"] = threat.early_stop_ok and _classifier_objective(settings)
+    if threat.stochastic:
+        torch.manual_seed(seed)  # dropout masks of the stochastic defence
+    return rl_attacks.run_attack(spec.name, module, x, y, **settings)
+
+
+def _classifier_objective(settings: dict) -> bool:
+    return settings.get("objective", "ce") in ("ce", "cw") and not settings.get("targeted", False)
+
+
+def _tensors(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data.images, data.labels)
+    if n is not None:
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        x, y = x[:n], y[:n]
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    if x.dim() != 4 or x.shape[0] != y.shape[0]:
+        raise InputError(f"expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    return x, y
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _mean(flags: torch.Tensor) -> float:
+    return float(flags.float().mean()) if flags.numel() else float("nan")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _spec_dict(s: AttackSpec) -> dict:
+    return {"label": s.key, "name": s.name, "threat": s.threat,
+            "settings": {k: (str(v) if isinstance(v, torch.Generator) else v)
+                         for k, v in s.settings.items()}}

@@ -1,0 +1,232 @@
+"""The evaluation harness: per-sample scoring, threat models, sanity checks, sweeps, saved examples."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import robustlab as rl
+from robustlab.errors import CheckpointError, ConfigError
+from robustlab.evaluation import (EOT, THREAT_MODELS, AttackSpec, BPDAIdentity, KeepDropout,
+                                  evaluate, load_adversarial, monotonic_warnings, save_adversarial,
+                                  save_sweep, score_adversarial, sweep)
+from robustlab.evaluation.sanity import threat_warnings
+from robustlab.purifiers import Purified
+from robustlab.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train(TrainConfig(dataset="synthetic", model="small-cnn", width=0.5, epochs=3, batch_size=32,
+                      optimizer="adam", lr=0.003, val=0, seed=1), out, progress=False)
+    return rl.models.load(out / "model.safetensors"), out / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return rl.data.load("synthetic", "test")
+
+
+class Blur(nn.Module):
+    """A tiny deterministic 'purifier' with dropout, for threat-model tests."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        nn.init.constant_(self.conv.weight, 0.0)
+        with torch.no_grad():
+            for c in range(3):
+                self.conv.weight[c, c] = 1 / 9
+        self.drop = nn.Dropout(p)
+        self.in_channels = 3
+
+    def forward(self, x):
+        return self.drop(self.conv(x)).clamp(0, 1)
+
+
+def test_robust_never_above_clean_and_worst_is_and(trained, test_set):
+    model, _ = trained
+    r = evaluate(model, test_set, ["fgsm", {"name": "pgd", "eps": 0.03, "steps": 5}], n=100)
+    assert r.clean_acc > 0.5
+    for key, acc in r.acc.items():
+        assert acc <= r.clean_acc
+        assert not (r.per_sample[key] & ~r.per_sample["clean"]).any()
+    worst = r.per_sample["clean"] & r.per_sample[list(r.acc)[0]] & r.per_sample[list(r.acc)[1]]
+    assert torch.equal(worst, r.per_sample["worst"]) and r.worst_acc == pytest.approx(worst.float().mean().item())
+    assert r.acc["pgd[eps=0.03,steps=5]@white-box"] < r.clean_acc  # the attack does something
+
+
+def test_same_seed_same_result_and_config_recorded(trained, test_set):
+    model, _ = trained
+    a = evaluate(model, test_set, [{"name": "pgd", "eps": 0.03, "steps": 3}], n=64, seed=5)
+    b = evaluate(model, test_set, [{"name": "pgd", "eps": 0.03, "steps": 3}], n=64, seed=5)
+    assert all(torch.equal(a.per_sample[k], b.per_sample[k]) for k in a.per_sample)
+    d = a.to_dict()
+    assert d["config"]["seed"] == 5 and d["config"]["attacks"][0]["settings"] == {"eps": 0.03, "steps": 3}
+    json.dumps(d)
+
+
+def test_white_box_on_purified_equals_attacking_the_composition(trained, test_set):
+    model, _ = trained
+    defended = Purified(Blur(), model)
+    spec = [{"name": "pgd", "eps": 0.03, "steps": 3, "early_stop": False}]
+    r = evaluate(defended, test_set, spec, n=32, seed=2, keep_adv=True)
+    composed = nn.Sequential(defended.purifier, model)
+    r2 = evaluate(composed, test_set, spec, n=32, seed=2, keep_adv=True)
+    assert torch.equal(r.adv[list(r.adv)[0]], r2.adv[list(r2.adv)[0]])
+
+
+def test_gray_box_and_bpda_need_a_defended_model(trained, test_set):
+    model, _ = trained
+    for threat in ("gray-box", "bpda"):
+        with pytest.raises(ConfigError, match=f"{threat} threat model needs a defended model"):
+            evaluate(model, test_set, [AttackSpec("fgsm", threat=threat)], n=8)
+    with pytest.raises(ConfigError, match="needs a source model"):
+        evaluate(model, test_set, [AttackSpec("fgsm", threat="transfer")], n=8)
+    with pytest.raises(Exception, match="unknown threat model 'grey-box'.*gray-box"):
+        evaluate(model, test_set, [AttackSpec("fgsm", threat="grey-box")], n=8)
+
+
+def test_gray_box_crafts_on_the_bare_classifier(trained, test_set):
+    model, _ = trained
+    defended = Purified(Blur(), model)
+    r = evaluate(defended, test_set, [AttackSpec("fgsm", {"eps": 0.03}, "gray-box")], n=32, keep_adv=True)
+    x = test_set.images[:32].float() / 255
+    expected = rl.attacks.fgsm(model, x, test_set.labels[:32], eps=0.03)
+    assert torch.equal(r.adv[list(r.adv)[0]], expected)
+
+
+def test_bpda_identity_forward_and_backward():
+    pur = Blur()
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    out = BPDAIdentity(pur)(x)
+    assert torch.allclose(out, pur(x))
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_keep_dropout_and_eot_average():
+    pur = Blur(p=0.5).eval()
+    x = torch.rand(4, 3, 8, 8)
+    torch.manual_seed(0)
+    a = KeepDropout(pur)(x)
+    assert not torch.equal(a, pur(x))  # dropout was active in eval mode
+    assert not pur.drop.training  # and its mode is put back
+
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1) * 10
+
+    eot = EOT(Noisy(), samples=3)
+    logp = torch.log_softmax(Noisy()(x), 1)
+    assert torch.allclose(eot(x), logp, atol=1e-6)  # deterministic model: EOT is the model
+    with pytest.raises(ConfigError):
+        EOT(Noisy(), samples=0)
+
+
+def test_eot_and_bpda_run_on_a_stochastic_defence(trained, test_set):
+    model, _ = trained
+    defended = Purified(Blur(p=0.1), model)
+    r = evaluate(defended, test_set, [AttackSpec("pgd", {"eps": 0.03, "steps": 2}, "eot"),
+                                      AttackSpec("pgd", {"eps": 0.03, "steps": 2}, "bpda")],
+                 n=16, eot_samples=2)
+    assert set(r.acc) == {"pgd[eps=0.03,steps=2]@eot", "pgd[eps=0.03,steps=2]@bpda"}
+    assert all(0 <= v <= 1 for v in r.acc.values())
+
+
+def test_feature_distortion_threat_label_follows_the_extractor(trained, test_set):
+    model, _ = trained
+    own = rl.models.feature_extractor(model, 1)
+    other = rl.models.feature_extractor(rl.models.create("small-cnn", num_classes=10, width=0.5), 1)
+    fd = [{"name": "feature-distortion", "eps": 0.03, "steps": 2}]
+    assert list(evaluate(model, test_set, fd, n=8, extractor=own).acc)[0].endswith("@white-box")
+    assert list(evaluate(model, test_set, fd, n=8, extractor=other).acc)[0].endswith("@transfer")
+    defended = Purified(Blur(), model)
+    assert list(evaluate(defended, test_set, fd, n=8, extractor=own).acc)[0].endswith("@gray-box")
+    with pytest.raises(ConfigError, match="needs a feature extractor"):
+        evaluate(model, test_set, fd, n=8)
+
+
+def test_sanity_checks_flag_masking():
+    class Probs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3 * 32 * 32, 10)
+
+        def forward(self, x):
+            return torch.softmax(self.lin(x.flatten(1)) * 100, 1)
+
+    class Quantised(nn.Module):  # a non-differentiable step: zero input gradient everywhere
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3 * 32 * 32, 10)
+
+        def forward(self, x):
+            return self.lin((x * 4).round().detach().flatten(1))
+
+    ds = rl.data.load("synthetic", "test")
+    r = evaluate(Probs(), ds, n=16)
+    assert [w["check"] for w in r.warnings] == ["outputs-probabilities"]
+    r = evaluate(Quantised(), ds, n=16, sanity=True, check_large_eps=0.5)
+    checks = {w["check"] for w in r.warnings}
+    assert "zero-gradient" in checks
+    r_ok = evaluate(rl.models.create("small-cnn", num_classes=10, width=0.5), ds, n=16, sanity=True)
+    assert r_ok.warnings == []
+
+
+def test_threat_and_monotonic_warnings():
+    specs = [AttackSpec("pgd", {"eps": 0.1}), AttackSpec("pgd", {"eps": 0.1}, "transfer")]
+    acc = {specs[0].key: 0.5, specs[1].key: 0.3}
+    assert [w["check"] for w in threat_warnings(specs, acc, 1000)] == ["transfer-stronger-than-white-box"]
+    assert threat_warnings(specs, {specs[0].key: 0.3, specs[1].key: 0.5}, 1000) == []
+    rows = [{"model": "m", "attack": "pgd", "threat": "white-box", "param": "eps", "value": v, "acc": a}
+            for v, a in [(0.0, 0.9), (0.1, 0.4), (0.2, 0.6)]]
+    w = monotonic_warnings(rows)
+    assert len(w) == 1 and w[0]["check"] == "accuracy-rises-with-eps"
+
+
+def test_sweep_rows_files_and_eps_zero_is_clean(trained, test_set, tmp_path):
+    model, _ = trained
+    rows = sweep({"m": model}, test_set, "pgd", param="eps", values=[0, 0.02, 0.1],
+                 settings={"steps": 3}, n=50)
+    assert [r["value"] for r in rows] == [0, 0.02, 0.1]
+    clean = evaluate(model, test_set, n=50).clean_acc
+    assert rows[0]["acc"] == pytest.approx(clean)
+    assert rows[2]["acc"] <= rows[1]["acc"] <= rows[0]["acc"]
+    paths = save_sweep(rows, tmp_path / "s")
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError):
+        sweep({}, test_set, "pgd", param="eps", values=[0.1])
+
+
+def test_saved_adversarial_round_trip_and_errors(trained, test_set, tmp_path):
+    model, _ = trained
+    r = evaluate(model, test_set, [{"name": "fgsm", "eps": 0.05}], n=40, keep_adv=True)
+    x, y = test_set.images[:40].float() / 255, test_set.labels[:40]
+    path = save_adversarial(tmp_path / "adv", r.adv[list(r.adv)[0]], y, x, label="fgsm")
+    x_adv, y2, x2, side = load_adversarial(path)
+    assert torch.equal(y2, y) and side["meta"]["label"] == "fgsm"
+    flags = score_adversarial(model, x_adv, y2, x2)
+    assert torch.equal(flags["robust"], r.per_sample[list(r.acc)[0]])
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="cannot read adversarial examples"):
+        load_adversarial(path)
+
+
+def test_bad_inputs_fail_before_work(trained, test_set):
+    model, _ = trained
+    with pytest.raises(ConfigError, match="has no setting"):
+        evaluate(model, test_set, [{"name": "pgd", "beta": 1.0}], n=8)
+    with pytest.raises(Exception, match="unknown attack 'pdg'"):
+        evaluate(model, test_set, ["pdg"], n=8)
+    with pytest.raises(Exception, match="channels"):
+        evaluate(model, (torch.rand(4, 1, 32, 32), torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(Exception, match=r"\[0, 1\]"):
+        evaluate(model, (torch.rand(4, 3, 32, 32) * 2, torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(Exception, match="labels must lie in"):
+        evaluate(model, (torch.rand(4, 3, 32, 32), torch.full((4,), 12)))
+    with pytest.raises(ConfigError, match="n must be >= 1"):
+        evaluate(model, test_set, n=0)
+    assert set(THREAT_MODELS.names()) == {"white-box", "transfer", "gray-box", "bpda", "eot"}
