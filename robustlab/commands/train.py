@@ -17,6 +17,21 @@ _FIELDS = {"dataset": "dataset", "model": "model", "epochs": "epochs", "batch_si
            "subset": "subset", "val": "val", "augment": "augment", "method": "method",
            "seed": "seed", "amp": "amp", "init": "init", "grad_clip": "grad_clip",
            "warmup_epochs": "warmup_epochs"}
+# CLI flag -> method_args key (adversarial methods; a method refuses settings it does not take)
+_METHOD_ARGS = {"eps": "eps", "steps": "steps", "step_size": "step_size", "beta": "beta",
+                "source": "source", "mix": "mix"}
+
+
+def number(text: str) -> float:
+    """A number, also written as a fraction of 255 ("8/255") as the papers do."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.031 or 8/255, got "
+                                         f"{text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +52,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", type=size, help="validation hold-out: count or fraction (0 for none)")
     p.add_argument("--augment", help="augmentation preset (default: the dataset's)")
     p.add_argument("--method", help="training method (see `robustlab list methods`)")
+    g = p.add_argument_group("adversarial training (become method_args; see `robustlab list "
+                             "methods`)")
+    g.add_argument("--eps", type=number, help="budget in [0, 1] pixel units, e.g. 8/255")
+    g.add_argument("--steps", type=int, help="attack steps (pgd, trades, transfer-adv)")
+    g.add_argument("--step-size", type=number, help="attack step, e.g. 2/255")
+    g.add_argument("--beta", type=float, help="trades: weight of the KL term (paper: 6)")
+    g.add_argument("--source", help="transfer-adv: checkpoint of the fixed source model")
+    g.add_argument("--mix", type=float, help="transfer-adv: fraction of each batch replaced by "
+                   "adversaries (the method uses 0.5 when not given)")
     p.add_argument("--init", help="start from this checkpoint's weights")
     p.add_argument("--linear-probe", action="store_true", default=None,
                    help="train only the final linear layer (with --init: evaluate a frozen encoder)")
@@ -64,6 +88,10 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             cfg[field] = value
+    for flag, key in _METHOD_ARGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            cfg.setdefault("method_args", {})[key] = value
     for flag in ("channels_last", "compile", "linear_probe"):
         if getattr(args, flag):
             cfg[flag] = True

@@ -1,9 +1,10 @@
 """Trainers: classifiers with pluggable (adversarial) methods, and their run directories."""
-from .config import TrainConfig
+from . import adversarial as _adversarial  # noqa: F401  (registers fgsm, fast-fgsm, pgd, ...)
+from .config import GuardConfig, TrainConfig
 from .methods import METHODS, Method, MethodContext, StepOutput
 from .rundir import RunDir
 from .state import load_state, save_state
 from .trainer import Run, train
 
-__all__ = ["METHODS", "Method", "MethodContext", "Run", "RunDir", "StepOutput", "TrainConfig",
-           "load_state", "save_state", "train"]
+__all__ = ["GuardConfig", "METHODS", "Method", "MethodContext", "Run", "RunDir", "StepOutput",
+           "TrainConfig", "load_state", "save_state", "train"]

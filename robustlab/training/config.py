@@ -10,6 +10,46 @@ from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Checks run after every epoch of adversarial training (``robustlab.training.guards``).
+
+    overfit_check: catastrophic overfitting (Wong et al. 2020): PGD on a fixed training batch of
+        ``overfit_n`` images; a fall of more than ``overfit_drop`` (0.2 = 20 points) in its
+        accuracy from the previous epoch marks the epoch. None: on for every method but standard.
+    overfit_action: "restore" (the previous epoch's weights are put back and the run stops) or
+        "warn" (the epoch is marked, a warning issued, and training goes on).
+    robust_val: robust overfitting (Rice et al. 2020): PGD accuracy on up to ``robust_val_n``
+        held-out validation images each epoch; the best epoch is kept as ``best.safetensors``.
+        None: on for every method but standard when there is a validation split.
+    eps: the guards' PGD budget (None: the method's eps, else 8/255); ``steps`` PGD steps of
+        eps/4 from a random start (the same start every epoch, so epochs are comparable).
+    """
+
+    overfit_check: Optional[bool] = None
+    overfit_drop: float = 0.2
+    overfit_action: Literal["restore", "warn"] = "restore"
+    overfit_n: int = 512
+    robust_val: Optional[bool] = None
+    robust_val_n: int = 1000
+    eps: Optional[float] = None
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < check_positive("guards.overfit_drop", self.overfit_drop) <= 1:
+            raise ConfigError(f"guards.overfit_drop is a fall in accuracy in (0, 1] (0.2 = 20 "
+                              f"points), got {self.overfit_drop!r}")
+        check_int("guards.overfit_n", self.overfit_n)
+        check_int("guards.robust_val_n", self.robust_val_n)
+        check_int("guards.steps", self.steps)
+        if self.eps is not None and not 0 < check_positive("guards.eps", self.eps) <= 1:
+            raise ConfigError(f"guards.eps is in [0, 1] pixel units (8/255 = 0.0314), got "
+                              f"{self.eps!r}")
+        if self.overfit_action not in ("restore", "warn"):
+            raise ConfigError(f"guards.overfit_action must be 'restore' or 'warn', got "
+                              f"{self.overfit_action!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the weights a run ends with (saved as ``config.json``).
 
@@ -38,6 +78,7 @@ class TrainConfig:
     augment: Optional[str] = None                # None: the dataset's default preset
     method: str = "standard"
     method_args: dict[str, Any] = field(default_factory=dict)
+    guards: GuardConfig = field(default_factory=GuardConfig)  # after-epoch checks (see above)
     init: Optional[str] = None                   # a checkpoint whose weights start the run
     linear_probe: bool = False                   # train only the final linear layer (frozen body)
     seed: int = 0
@@ -62,6 +103,8 @@ class TrainConfig:
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
         if self.val != 0 and not _is_size(self.val):
             raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
+        if isinstance(self.guards, dict):  # TrainConfig(guards={...}) from Python
+            object.__setattr__(self, "guards", GuardConfig(**self.guards))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 

@@ -21,6 +21,7 @@ from .. import models as rl_models
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..evaluation.clean import accuracy
 from .config import TrainConfig
+from .guards import build_guards
 from .methods import MethodContext, build_method
 from .optim import build_optimizer, lr_factor, set_lr
 from .rundir import RunDir
@@ -59,9 +60,12 @@ class Run:
     val_data: Any
     device: torch.device
     meta: dict[str, Any] = field(default_factory=dict)
+    method: Any = None
 
 
-# A hook runs after each epoch's metrics are known; it may add metrics and may return "stop".
+# A hook runs after each epoch's metrics are known; it may add metrics and may return "stop", or
+# "restore": put back the previous epoch's weights and optimiser state, then stop (a guard found
+# the epoch harmful, e.g. catastrophic overfitting). A stopped run stays stopped on --resume.
 EpochHook = Callable[[Run, int, dict[str, Any]], "str | None"]
 
 
@@ -117,7 +121,7 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     JSON sidecar (the latest weights) and ``last.safetensors``/``last.json`` (the state to resume
     from). Returns the final metrics line.
     """
-    out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite)
+    out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite, defer=True)
     device = resolve_device(device)
     train_data, val_data = prepare_data(cfg, data_root)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
@@ -130,7 +134,10 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     optimizer = build_optimizer(cfg, model.parameters())
     method = build_method(cfg.method, cfg.method_args,
                           MethodContext(cfg, train_data, train_data.num_classes, device))
-    run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device)
+    out_dir.create()  # only now: a run that fails to start leaves no files behind
+    run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device, method=method)
+    hooks = [*build_guards(cfg, method, val_data is not None, epoch_seed(cfg.seed, 0, stream=3)),
+             *hooks]
     augment = cfg.augment or train_data.default_augment
 
     start = 0
@@ -143,6 +150,10 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     total_steps = steps_per_epoch * cfg.epochs
     done = out_dir.read_metrics()
     metrics: dict[str, Any] = dict(done[-1]) if done else {}
+    if run.meta.get("stopped"):
+        log.warning("%s was stopped: %s; nothing to resume (--overwrite starts again)",
+                    out_dir.path, run.meta["stopped"])
+        return metrics
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=1))  # dropout and other global draws
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
@@ -155,19 +166,34 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
             t1 = time.perf_counter()
             metrics["val_acc"] = accuracy(model, val_data, device=device)
             metrics["val_seconds"] = round(time.perf_counter() - t1, 3)
-        stop = None
-        for hook in hooks:
-            stop = hook(run, epoch, metrics) or stop
+        actions = {hook(run, epoch, metrics) for hook in hooks}
+        if "restore" in actions:
+            _restore_previous(run, epoch, metrics)
         metrics = {"epoch": epoch + 1, **metrics}
         out_dir.append_metrics(metrics)
         rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
                        config=out_dir.config_dict, metrics=metrics)
         save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
                    extra=run.meta)
-        if stop == "stop":
+        if actions & {"stop", "restore"}:
             log.warning("stopping after epoch %d at a hook's request", epoch + 1)
             break
     return metrics
+
+
+def _restore_previous(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """Put back the weights and optimiser state saved after the previous epoch (``last.*`` still
+    holds them while the hooks run) and mark the run stopped."""
+    stem = run.out.path / "last"
+    if epoch > 0 and has_state(stem):
+        load_state(stem, model=run.model, optimizer=run.optimizer)
+        metrics["restored_epoch"] = epoch
+        run.meta["stopped"] = (f"a guard restored the weights of epoch {epoch} after epoch "
+                               f"{epoch + 1}")
+    else:
+        log.warning("a guard asked to restore the previous weights after the first epoch; there "
+                    "are none, so the current ones are kept")
+        run.meta["stopped"] = f"a guard stopped the run after epoch {epoch + 1}"
 
 
 def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoch, step0,
