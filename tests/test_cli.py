@@ -148,3 +148,18 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "robustlab.cli", "list", "threat-models"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "bpda" in out.stdout
+
+
+def test_evaluate_under_torchrun_matches_one_process(run_dir, tmp_path):
+    """Two CPU processes (gloo) shard the test set and gather per-sample flags in order."""
+    common = ["evaluate", "--model", str(run_dir / "model.safetensors"), "--attack", "fgsm",
+              "--eps", "0.03", "--n", "50", "--batch-size", "16", "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "one.json")]) == 0
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", "-m", "robustlab.cli", "--"] + common
+                         + ["--out", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert two["config"]["processes"] == 2 and two["n"] == 50
+    assert two["per_sample"] == one["per_sample"]

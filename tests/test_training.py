@@ -166,3 +166,10 @@ def test_linear_probe_changes_only_the_head(tmp_path):
     head = models.create("small-cnn", num_classes=10, width=0.5)
     last = [n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)][-1]
     assert changed == [f"{last}.bias", f"{last}.weight"]
+
+
+def test_a_run_that_fails_to_start_leaves_nothing(tmp_path):
+    with pytest.raises(Exception, match="unknown model"):
+        train(cfg(model="resnet99"), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "config.json").exists()
+    train(cfg(epochs=1), tmp_path / "r", progress=False)  # the retry is not refused

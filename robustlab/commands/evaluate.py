@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
                       eot_samples=args.eot_samples, progress=not args.no_progress,
                       sanity=args.sanity, check_large_eps=args.check_large_eps,
                       keep_adv=bool(args.save_adv))
+    from ..distributed import world
+
+    if not world().main:  # under torchrun only rank 0 writes and prints
+        return 0
     out = {"model": args.model, "purifier": args.purifier, "source": args.source,
            "extractor": args.extractor, "dataset": dataset, "split": args.split, **result.to_dict()}
     if args.save_adv:

@@ -1,5 +1,9 @@
 """``evaluate``: clean and adversarial accuracy of a model over a dataset, per sample.
 
+Under ``torchrun`` each process scores its share of the samples (x[rank::world]) and the
+per-sample flags are gathered back into the original order; random starts are reproducible for a
+given number of processes.
+
 A sample counts as robust under an attack when it is classified correctly both clean and
 adversarially (as AutoAttack scores), so robust accuracy never exceeds clean accuracy. The worst
 case over several attacks is the per-sample AND of their robust flags.
@@ -18,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import attacks as rl_attacks
 from .._checks import check_images, check_labels
 from .._io import provenance
+from ..distributed import device_for, unshard, world
 from ..errors import ConfigError, InputError
 from ..purifiers import Purified
 from .sanity import gradient_warnings, large_eps_warnings, output_warnings, threat_warnings
@@ -109,8 +114,11 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
     if extractor is not None:  # say honestly whose features the label-free attack used
         specs = [dataclasses.replace(s, threat=_extractor_threat(model, extractor))
                  if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" else s for s in specs]
-    device = torch.device(device) if device else _device_of(model)
+    w = world()
+    device = device_for(w, torch.device(device) if device else _device_of(model))
     x_all, y_all = _tensors(data, n)
+    n_total = len(y_all)
+    x_all, y_all = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
     model = model.to(device).eval()
     source = source.to(device).eval() if source is not None else None
     extractor = extractor.to(device).eval() if extractor is not None else None
@@ -152,18 +160,19 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
             if keep_adv:
                 kept[s.key].append(x_adv.cpu())
 
-    per_sample = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for k, v in flags.items()}
+    per_sample = {k: unshard(torch.cat(v) if v else torch.zeros(0, dtype=torch.bool), w)
+                  for k, v in flags.items()}
     worst = per_sample["clean"].clone()
     for s in specs:
         worst &= per_sample[s.key]
     per_sample["worst"] = worst
     acc = {s.key: _mean(per_sample[s.key]) for s in specs}
-    warnings += threat_warnings(specs, acc, len(y_all))
-    config = {"n": len(y_all), "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
-              "device": str(device), "attacks": [_spec_dict(s) for s in specs]}
-    return EvalResult(len(y_all), _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
+    warnings += threat_warnings(specs, acc, n_total)
+    config = {"n": n_total, "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
+              "device": str(device), "processes": w.size, "attacks": [_spec_dict(s) for s in specs]}
+    return EvalResult(n_total, _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
                       warnings, {k: round(v, 3) for k, v in seconds.items()}, config,
-                      {k: torch.cat(v) for k, v in kept.items() if v})
+                      {k: unshard(torch.cat(v), w) for k, v in kept.items() if v})
 
 
 def score_adversarial(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *,

@@ -1,0 +1,88 @@
+"""Several processes (``torchrun``): process group set-up, sharding, gathering.
+
+Under ``torchrun --nproc_per_node N robustlab ...`` every process runs the same command; robustlab
+reads RANK/WORLD_SIZE/LOCAL_RANK from the environment, joins a process group (NCCL on GPUs, gloo on
+CPUs), gives each process its slice of the data, and lets only rank 0 write files. With one
+process nothing here does anything.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place in the job, joining the process group on first use under torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(w: World, device: torch.device) -> torch.device:
+    """With several processes on a GPU machine, each takes the GPU of its local rank."""
+    if w.size > 1 and device.type == "cuda" and device.index is None:
+        torch.cuda.set_device(w.local_rank)
+        return torch.device("cuda", w.local_rank)
+    return device
+
+
+def gather_cat(t: torch.Tensor, w: World) -> torch.Tensor:
+    """Concatenate each rank's tensor along dim 0 in rank order (all ranks get the result);
+    ranks may hold different lengths."""
+    if w.size == 1:
+        return t
+    backend_device = torch.device("cuda", torch.cuda.current_device()) if (
+        dist.get_backend() == "nccl") else torch.device("cpu")
+    n = torch.tensor([t.shape[0]], device=backend_device)
+    sizes = [torch.zeros_like(n) for _ in range(w.size)]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=backend_device)
+    padded[:t.shape[0]] = t.to(backend_device)
+    parts = [torch.zeros_like(padded) for _ in range(w.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)]).to(t.device)
+
+
+def unshard(t: torch.Tensor, w: World) -> torch.Tensor:
+    """Inverse of taking ``x[rank::size]`` on every rank: back to the original sample order."""
+    if w.size == 1:
+        return t
+    parts = gather_cat(t, w)
+    lengths = [len(range(r, _total(parts), w.size)) for r in range(w.size)]
+    out = torch.empty_like(parts)
+    start = 0
+    for r, n in enumerate(lengths):
+        out[r::w.size] = parts[start:start + n]
+        start += n
+    return out
+
+
+def _total(parts: torch.Tensor) -> int:
+    return parts.shape[0]
+
+
+def all_mean(value: float, w: World) -> float:
+    if w.size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / w.size
