@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from robustlab import cli, models
 from robustlab.data import ImageDataset
 from robustlab.errors import CheckpointError, ConfigError
-from robustlab.training import TrainConfig
+from robustlab.training import METHODS, TrainConfig
 from robustlab.training import contrastive_train as ct
 from robustlab.training.contrastive_finetune import check_encoder_fits, finetune
 from robustlab.training.contrastive_methods import PRETRAIN_METHODS
@@ -120,6 +120,10 @@ def test_finetune_and_linear_probe_from_encoder(tmp_path):
                      subset=64, optimizer="adam", lr=1e-3, init=enc_path)
     finetune(ft, tmp_path / "ft", progress=False)
     finetune(ft.replace(linear_probe=True), tmp_path / "probe", progress=False)
+    if "trades" in METHODS:  # the ACL paper's fine-tuning
+        final = finetune(ft.replace(method="trades", method_args={"steps": 1}), tmp_path / "trades",
+                         progress=False)
+        assert final["epoch"] == 1
     enc = load_file(enc_path)
     ftw = load_file(str(tmp_path / "ft/model.safetensors"))
     probe = load_file(str(tmp_path / "probe/model.safetensors"))
@@ -138,6 +142,12 @@ def test_mismatched_backbone_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="differs in: width"):
         finetune(base.replace(model="small-cnn", width=0.5), tmp_path / "ft", progress=False)
     assert not (tmp_path / "ft").exists()
+
+
+def test_dual_bn_on_a_model_without_batch_norm_is_refused_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="dual-bn needs a model with batch-norm"):
+        pretrain(pcfg(method="dual-bn"), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 def test_batch_of_one_is_refused(tmp_path, capsys):

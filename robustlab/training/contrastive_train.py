@@ -134,11 +134,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
     """
     method = PRETRAIN_METHODS.get(cfg.method)
+    # checks now, writes once everything is built: a run that fails to start leaves nothing
+    out_dir = RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite, defer=True)
     device = resolve_device(device)
     data, _ = prepare_data(cfg, data_root)
     preset = cfg.augment or contrastive_preset(data)
-    aug = refuse_flips(preset, data.flip_ok, data.name)  # before anything is written
-    out_dir = RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite)
+    aug = refuse_flips(preset, data.flip_ok, data.name)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
     encoder = build_encoder(cfg, data)
     spec = encoder.robustlab_spec
@@ -147,6 +148,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     net = ProjectionModel(encoder, cfg.proj_dim).to(device)
     optimizer = build_optimizer(cfg, net.trainable_parameters())
     attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
+    out_dir.create()
     start = 0
     if resume and has_state(out_dir.path / "last"):
         start, _, _ = load_state(out_dir.path / "last", model=net, optimizer=optimizer)
