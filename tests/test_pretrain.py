@@ -129,7 +129,8 @@ def test_finetune_and_linear_probe_from_encoder(tmp_path):
     probe = load_file(str(tmp_path / "probe/model.safetensors"))
     body = [k for k in enc if not k.startswith("head.4.")]  # head.4: small-cnn's final Linear
     assert all(torch.equal(enc[k], probe[k]) for k in body)  # frozen encoder
-    assert len(body) == len(enc) - 2 and not torch.equal(enc["head.4.weight"], probe["head.4.weight"])
+    assert len(body) == len(enc) - 2
+    assert not torch.equal(enc["head.4.weight"], probe["head.4.weight"])
     assert not torch.equal(enc["blocks.0.0.weight"], ftw["blocks.0.0.weight"])  # fine-tuned
 
 
@@ -137,7 +138,8 @@ def test_mismatched_backbone_is_refused(tmp_path):
     pretrain(pcfg(), tmp_path / "pt", progress=False)
     enc = str(tmp_path / "pt/encoder.safetensors")
     base = TrainConfig(dataset="synthetic", model="resnet18", width=0.25, init=enc)
-    with pytest.raises(CheckpointError, match="backbone does not match.*small-cnn.*--model small-cnn"):
+    with pytest.raises(CheckpointError,
+                       match="backbone does not match.*small-cnn.*--model small-cnn"):
         check_encoder_fits(enc, base)
     with pytest.raises(CheckpointError, match="differs in: width"):
         finetune(base.replace(model="small-cnn", width=0.5), tmp_path / "ft", progress=False)

@@ -1,4 +1,4 @@
-"""`robustlab compare-pretraining`: the seed report's "pre-training vs none" PGD comparison, in one go."""
+"""`robustlab compare-pretraining`: the seed report's "pre-training vs none" PGD comparison."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,16 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--model", required=True, help="backbone / classifier for both arms")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
-    p.add_argument("--subset", type=size, help="train (both stages) on a count or fraction of the split")
+    p.add_argument("--subset", type=size,
+                   help="train (both stages) on a count or fraction of the split")
     p.add_argument("--val", type=size, default=0.1, help="validation hold-out (both stages)")
     p.add_argument("--pretrain-method", default="a2s", help="simclr, a2a, a2s or dual-bn")
     p.add_argument("--pretrain-epochs", type=int, default=10, help="the seed report's 10")
@@ -50,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a fine-tuning setting, e.g. --train-set weight_decay=0")
     add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for the three runs and the results")
-    p.add_argument("--resume", action="store_true", help="continue (or reuse) finished runs in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue (or reuse) finished runs in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the runs in --out")
 
 

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["cosine", "step", "constant"])
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--grad-clip", type=float)
-    p.add_argument("--subset", type=size, help="pre-train on a count (20000) or fraction of the split")
+    p.add_argument("--subset", type=size,
+                   help="pre-train on a count (20000) or fraction of the split")
     p.add_argument("--val", type=size, help="hold-out kept away from pre-training, as in `train`")
     p.add_argument("--augment", help="view augmentation preset (default: simclr, or simclr-signs "
                    "for data that must not be flipped)")

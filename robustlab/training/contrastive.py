@@ -1,4 +1,4 @@
-"""Contrastive pre-training building blocks: the NT-Xent loss, its PGD objective, the projection model.
+"""Contrastive pre-training blocks: the NT-Xent loss, its PGD objective, the projection model.
 
 SimCLR (Chen et al. 2020) learns by making two augmented views of an image agree in a projection
 space; ACL (Jiang et al. 2020) makes the views adversarial by running PGD on that same NT-Xent loss.
@@ -29,24 +29,25 @@ TEMPERATURE = 0.5  # ACL / SimCLR-CIFAR default
 def nt_xent_per_anchor(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
     """NT-Xent (normalised temperature-scaled cross-entropy) of every anchor (Chen et al. 2020).
 
-    With z = normalise(cat(z1, z2)) (2N rows) and s_ik = z_i . z_k / temperature, anchor i's positive
-    is its other view p(i) = i +- N and its negatives are the other 2N - 2 rows:
+    With z = normalise(cat(z1, z2)) (2N rows) and s_ik = z_i . z_k / temperature, anchor i's
+    positive is its other view p(i) = i +- N and its negatives are the other 2N - 2 rows:
     ``l_i = -s_ip(i) + log sum_{k != i} exp(s_ik)``.
 
     Args:
         z1, z2: (N, D) projections of the first and second views (row i of both: the same image).
         temperature: tau > 0.
     Returns:
-        (2N,) per-anchor losses, in float32 (or wider): rows 0..N-1 anchor on view 1, N..2N-1 on view 2.
+        (2N,) per-anchor losses, in float32 (or wider): rows 0..N-1 anchor on view 1, N..2N-1 on
+        view 2.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise InputError(f"NT-Xent needs two (N, D) projections of the same shape, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
     if n < 2:
-        raise InputError(f"NT-Xent needs at least 2 images per batch (the other images of the batch "
-                         f"are the negatives), got a batch of {n}; use a batch size >= 2 (SimCLR/ACL "
-                         "use 256-512)")
+        raise InputError(f"NT-Xent needs at least 2 images per batch (the other images of the "
+                         f"batch are the negatives), got a batch of {n}; use a batch size >= 2 "
+                         "(SimCLR/ACL use 256-512)")
     if not temperature > 0:
         raise ConfigError(f"the NT-Xent temperature must be > 0, got {temperature!r}")
     z = torch.cat([z1, z2]).to(work_dtype(z1.dtype))
@@ -59,21 +60,21 @@ def nt_xent_per_anchor(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE)
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
-    """The SimCLR loss: the mean of :func:`nt_xent_per_anchor` over all 2N anchors (a 0-d tensor)."""
+    """The SimCLR loss: the mean of :func:`nt_xent_per_anchor` over the 2N anchors (0-d tensor)."""
     return nt_xent_per_anchor(z1, z2, temperature).mean()
 
 
 @register_objective("nt-xent", needs_labels=False,
-                    help="NT-Xent between two augmented views (ACL contrastive attack, Jiang et al. "
-                         "2020); label-free")
+                    help="NT-Xent between two augmented views (ACL contrastive attack, Jiang et "
+                         "al. 2020); label-free")
 def make_nt_xent(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *,
                  x_pair: Tensor | None = None, temperature: float = TEMPERATURE) -> Callable:
     """The contrastive attack's objective for the PGD engine (ACL, Jiang et al. 2020).
 
     Args:
         model: maps (B, C, H, W) images in [0, 1] to (B, D) projections (encoder + projection head).
-        x: without ``x_pair``: the two views stacked, (2N, C, H, W) = cat(view1, view2), both attacked
-            (A2A). With ``x_pair``: the N images of the attacked view (A2S).
+        x: without ``x_pair``: the two views stacked, (2N, C, H, W) = cat(view1, view2), both
+            attacked (A2A). With ``x_pair``: the N images of the attacked view (A2S).
         y: ignored (label-free).
         x_pair: (N, C, H, W) clean second view, kept fixed; its projections are computed once here.
         temperature: the NT-Xent temperature.

@@ -1,4 +1,5 @@
-"""Dual batch norm (ACL's "dual stream", Jiang et al. 2020): separate BN for clean and adversarial views.
+"""Dual batch norm (ACL's "dual stream", Jiang et al. 2020): separate BN for clean and adversarial
+views.
 
 Clean and adversarial images have different activation statistics; mixing them in one batch norm
 hurts both. :func:`convert_dual_bn` gives every batch-norm layer a clean and an adversarial copy

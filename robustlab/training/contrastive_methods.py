@@ -1,15 +1,17 @@
 """Pre-training methods by name (:data:`PRETRAIN_METHODS`): how two views become an NT-Xent loss.
 
-| name    | views the encoder trains on                        | batch norm      | paper              |
-| ------- | -------------------------------------------------- | --------------- | ------------------ |
-| simclr  | two clean augmented views                          | shared          | Chen et al. 2020   |
-| a2a     | both views attacked (PGD on NT-Xent)               | shared          | ACL, Jiang et al.  |
-| a2s     | view 1 attacked, view 2 clean                      | shared          | ACL, Jiang et al.  |
-| dual-bn | clean pair (clean BN) + both views attacked (adv BN), losses averaged | dual | ACL "DS"  |
+| name    | views the encoder trains on                                  | batch norm | paper    |
+| ------- | ------------------------------------------------------------ | ---------- | -------- |
+| simclr  | two clean augmented views                                    | shared     | SimCLR   |
+| a2a     | both views attacked (PGD on NT-Xent)                         | shared     | ACL      |
+| a2s     | view 1 attacked, view 2 clean                                | shared     | ACL      |
+| dual-bn | clean pair (clean BN) + attacked pair (adv BN), mean of both | dual       | ACL "DS" |
 
-Each method is ``step(net, v1, v2, attack, generator) -> (loss, stats)`` with v1, v2 the (N, C, H, W)
-views in [0, 1]. The attacks run the one PGD engine with the "nt-xent" objective; the engine puts
-the encoder in eval mode with frozen parameters during the attack (ACL's setting).
+(SimCLR: Chen et al. 2020; ACL: Jiang et al. 2020.)
+
+Each method is ``step(net, v1, v2, attack, generator) -> (loss, stats)`` with v1, v2 the
+(N, C, H, W) views in [0, 1]. The attacks run the one PGD engine with the "nt-xent" objective;
+the engine puts the encoder in eval mode with frozen parameters during the attack (ACL's setting).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .contrastive_bn import bn_branch
 
 @dataclass(frozen=True)
 class ContrastiveAttack:
-    """The contrastive attack's settings (ACL: linf eps 8/255, step 2/255, 5 steps, uniform start)."""
+    """The contrastive attack (ACL: linf eps 8/255, step 2/255, 5 steps, uniform start)."""
 
     eps: float = 8 / 255
     step_size: float = 2 / 255
@@ -72,7 +74,8 @@ def _pair_loss(net: ProjectionModel, a: Tensor, b: Tensor, attack: ContrastiveAt
     return nt_xent(z[: a.shape[0]], z[a.shape[0]:], attack.temperature)
 
 
-@_register("simclr", "SimCLR: NT-Xent between two clean views (Chen et al. 2020)", adversarial=False)
+@_register("simclr", "SimCLR: NT-Xent between two clean views (Chen et al. 2020)",
+           adversarial=False)
 def simclr_step(net, v1, v2, attack, generator):
     return _pair_loss(net, v1, v2, attack), {}
 
@@ -84,14 +87,16 @@ def a2a_step(net, v1, v2, attack, generator):
     return _pair_loss(net, adv[:n], adv[n:], attack), {}
 
 
-@_register("a2s", "ACL A2S: one view attacked by PGD on NT-Xent, the other clean (Jiang et al. 2020)")
+@_register("a2s", "ACL A2S: one view attacked by PGD on NT-Xent, the other clean "
+           "(Jiang et al. 2020)")
 def a2s_step(net, v1, v2, attack, generator):
     adv1 = attack_views(net, v1, attack, generator, x_pair=v2)
     return _pair_loss(net, adv1, v2, attack), {}
 
 
 @_register("dual-bn", "ACL dual stream: clean pair through clean BN + attacked pair through "
-           "adversarial BN, losses averaged; fine-tuning uses the adversarial BN (Jiang et al. 2020)",
+           "adversarial BN, losses averaged; fine-tuning uses the adversarial BN "
+           "(Jiang et al. 2020)",
            dual_bn=True)
 def dual_bn_step(net, v1, v2, attack, generator):
     n = v1.shape[0]

@@ -89,11 +89,14 @@ class PretrainConfig:
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
         if any(not 0 < m < 1 for m in self.milestones):
-            raise ConfigError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
+            raise ConfigError(f"milestones are fractions of the run in (0, 1), got "
+                              f"{self.milestones}")
         if self.subset is not None and not _is_size(self.subset):
-            raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
+            raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got "
+                              f"{self.subset!r}")
         if self.val != 0 and not _is_size(self.val):
-            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
+            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got "
+                              f"{self.val!r}")
         check_int("seed", self.seed, 0)
 
     @classmethod
