@@ -14,6 +14,7 @@ REGISTRIES = {
     "augmentations": ("robustlab.data", "AUGMENTATIONS"),
     "models": ("robustlab.models", "MODELS"),
     "methods": ("robustlab.training", "METHODS"),
+    "pretrain-methods": ("robustlab.training", "PRETRAIN_METHODS"),
     "attacks": ("robustlab.attacks", "ATTACKS"),
     "objectives": ("robustlab.attacks", "OBJECTIVES"),
     "threat-models": ("robustlab.evaluation", "THREAT_MODELS"),

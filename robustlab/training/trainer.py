@@ -101,15 +101,26 @@ def freeze_body(model: torch.nn.Module) -> None:
 
 
 def init_from(model: torch.nn.Module, path: str) -> None:
-    """Start from the weights of a saved checkpoint of the same architecture."""
+    """Start from the weights of a saved checkpoint (e.g. a pre-trained encoder) of the same
+    architecture; a different backbone is refused with what differs and how to ask for it."""
     source = rl_models.load(path)
+    want = getattr(model, "robustlab_spec", {})
+    have = getattr(source, "robustlab_spec", {})
+    keys = ("width", "in_channels", "num_classes")
+    diffs = [k for k in keys if want.get("kwargs", {}).get(k) != have.get("kwargs", {}).get(k)]
+    if want.get("name") != have.get("name") or diffs:
+        got = ", ".join(f"{k} {have.get('kwargs', {}).get(k)}" for k in keys)
+        asked = ", ".join(f"{k} {want.get('kwargs', {}).get(k)}" for k in keys)
+        raise CheckpointError(
+            f"the backbone does not match: --init {path} holds a {have.get('name')} ({got}) but "
+            f"this run builds a {want.get('name')} ({asked}); train with --model "
+            f"{have.get('name')} --width {have.get('kwargs', {}).get('width')} on a dataset with "
+            "the same channels and classes, or pick another checkpoint")
     try:
         model.load_state_dict(source.state_dict(), strict=True)
     except RuntimeError as exc:
-        spec = getattr(source, "robustlab_spec", {})
-        raise CheckpointError(
-            f"--init {path} holds a {spec.get('name', '?')} with {spec.get('kwargs', {})}, which does "
-            f"not fit the requested model: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"--init {path} does not fit the requested model: "
+                              f"{str(exc).splitlines()[0]}") from None
 
 
 def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
