@@ -48,8 +48,12 @@ def test_cli_trains_and_protects_the_run(extractor, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(args(extractor, out, "--lr", "0.001", "--resume")) == 2
     assert "differs in: lr" in capsys.readouterr().err
+    (out / "grid_epoch7.png").write_bytes(b"stale")  # from a longer earlier run
+    (out / "notes.txt").write_text("mine")
     assert main(args(extractor, out, "--lr", "0.001", "--overwrite")) == 0
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.001
+    assert not (out / "grid_epoch7.png").exists() and (out / "grid_epoch1.png").exists()
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_cli_config_file_set_and_errors(extractor, tmp_path, capsys):

@@ -48,9 +48,11 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
                    overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a purifier as ``cfg`` says (SSR report Alg. 2, or NRP) and write the run to ``out``.
 
-    Writes ``config.json``; ``metrics.jsonl`` (per epoch: g_loss, d_loss, loss_<term>,
-    mse_purified, mse_perturbed, seconds, and on the held-out set clean_acc, fd_acc,
-    clean_acc_purified, fd_acc_purified, val_mse_purified, val_mse_perturbed); ``grid_epoch{N}.png``;
+    Writes ``config.json``; ``metrics.jsonl`` (per epoch: g_loss, d_loss, loss_<term> for each
+    weighted term, mse_purified = MSE(G(x'), x), mse_perturbed = MSE(x', x), seconds,
+    images_per_second, and on the ``val_n`` held-out test images clean_acc, fd_acc (bare
+    classifier), clean_acc_purified, fd_acc_purified (Purified(G, classifier)), val_mse_purified,
+    val_mse_perturbed, val_n, val_seconds); ``grid_epoch{N}.png``;
     ``purifier.safetensors`` and ``critic.safetensors`` with JSON sidecars (loadable with
     ``robustlab.models.load``); and ``last.safetensors``/``last.json`` to resume from.
 
@@ -79,6 +81,9 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     preset, flip = augmenter(cfg, train_data)
 
     out_dir = RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite)
+    if overwrite:  # the previous run's grids (RunDir removes the files it knows by name)
+        for old in out_dir.path.glob("grid_epoch*.png"):
+            old.unlink()
     betas = tuple(cfg.betas)
     parts = GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
                      torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
