@@ -6,10 +6,12 @@ from .contrastive_finetune import finetune
 from .contrastive_methods import PRETRAIN_METHODS
 from .contrastive_train import PretrainConfig, pretrain
 from .methods import METHODS, Method, MethodContext, StepOutput
+from .purifier import train_purifier
+from .purifier_config import PurifierConfig
 from .rundir import RunDir
 from .state import load_state, save_state
 from .trainer import Run, train
 
-__all__ = ["GuardConfig", "METHODS", "PRETRAIN_METHODS", "PretrainConfig", "compare_pretraining",
+__all__ = ["GuardConfig", "METHODS", "PRETRAIN_METHODS", "PretrainConfig", "PurifierConfig", "compare_pretraining",
            "finetune", "pretrain", "Method", "MethodContext", "Run", "RunDir", "StepOutput",
-           "TrainConfig", "load_state", "save_state", "train"]
+           "TrainConfig", "load_state", "save_state", "train", "train_purifier"]
