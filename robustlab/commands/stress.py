@@ -1,0 +1,167 @@
+"""`robustlab stress`: the traffic-sign report's stress tests for several trained models.
+
+Accuracy against eps under FGSM and under PGD, and against the number of PGD steps at a fixed eps,
+one figure per attack with a line per model, plus the clean-accuracy table (the report's Table I).
+Writes into --out: ``fgsm-eps``, ``pgd-eps`` and ``pgd-steps`` (each .csv/.json/.png),
+``clean.csv``/``clean.md``, and ``stress.json`` (everything, with the settings and provenance).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from .common import add_data_args, add_runtime_args
+
+NAME = "stress"
+ORDER = 35
+HELP = ("stress tests of several models: accuracy vs eps (FGSM, PGD) and vs PGD steps, one "
+        "figure per attack, and the clean-accuracy table")
+
+
+def numbers(text: str) -> list[float]:
+    """Comma-separated numbers; each may be a fraction such as 8/255."""
+    out = []
+    for part in text.split(","):
+        try:
+            num, _, den = part.strip().partition("/")
+            out.append(float(num) / float(den) if den else float(num))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"expected numbers like 0,2/255,8/255 or 0,0.05,0.1; "
+                                             f"got {part!r}") from None
+    return out
+
+
+def integers(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,5,10,20, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .sweep import named
+
+    p.add_argument("--model", action="append", required=True, type=named, metavar="[NAME=]CKPT",
+                   help="a trained classifier (repeatable); NAME labels its line and table row")
+    add_data_args(p, split=True)
+    p.add_argument("--eps", type=numbers, default=numbers("0,2/255,4/255,8/255,12/255,16/255"),
+                   help="eps values of the FGSM and PGD curves (0 is clean accuracy)")
+    p.add_argument("--pgd-steps", type=int, default=20, help="PGD steps of the eps curve")
+    p.add_argument("--steps", type=integers, default=integers("1,2,5,10,20,50"),
+                   help="PGD steps of the steps curve")
+    p.add_argument("--steps-eps", type=numbers, default=numbers("8/255"),
+                   help="eps of the steps curve (one value)")
+    p.add_argument("--n", type=int, default=1000, help="test images (the first N of the split)")
+    p.add_argument("--batch-size", type=int, default=256)
+    add_runtime_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._io import provenance, write_json, write_text
+    from ..errors import ConfigError
+    from ..evaluation import evaluate, save_sweep, sweep
+    from ..training.trainer import resolve_device
+    from .sweep import markdown
+
+    models, info = _load_models(args.model)
+    ds = _dataset(args, models)
+    if len(args.steps_eps) != 1 or args.steps_eps[0] <= 0:
+        raise ConfigError(f"--steps-eps takes one eps > 0, got {args.steps_eps}")
+    if args.n < 1 or args.pgd_steps < 1 or min(args.steps) < 1 or min(args.eps) < 0:
+        raise ConfigError("--n, --pgd-steps and --steps must be >= 1 and --eps >= 0")
+    device = resolve_device(args.device)
+    common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size, device=device,
+                  progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, model in models.items():
+        info[name]["clean_acc"] = evaluate(model, ds, (), **common).clean_acc
+    curves = {
+        "fgsm-eps": sweep(models, ds, "fgsm", param="eps", values=args.eps, **common),
+        "pgd-eps": sweep(models, ds, "pgd", param="eps", values=args.eps,
+                         settings={"steps": args.pgd_steps}, **common),
+        "pgd-steps": sweep(models, ds, "pgd", param="steps", values=args.steps,
+                           settings={"eps": args.steps_eps[0]}, **common),
+    }
+    titles = {"fgsm-eps": "FGSM: accuracy vs eps",
+              "pgd-eps": f"PGD-{args.pgd_steps}: accuracy vs eps",
+              "pgd-steps": f"PGD at eps {args.steps_eps[0]:.4g}: accuracy vs steps"}
+    files = {key: {k: str(v) for k, v in save_sweep(rows, out / key, title=titles[key]).items()}
+             for key, rows in curves.items()}
+    table = clean_table(info)
+    write_text(out / "clean.md", table + "\n")
+    write_text(out / "clean.csv", _csv(info))
+    write_json(out / "stress.json", {
+        "dataset": ds.name, "split": args.split, "n": min(args.n, len(ds)), "seed": args.seed,
+        "models": info, "curves": curves, "files": files, "provenance": provenance(),
+        "settings": {"eps": args.eps, "pgd_steps": args.pgd_steps, "steps": args.steps,
+                     "steps_eps": args.steps_eps[0]}})
+    print(table)
+    for key, rows in curves.items():
+        print(f"\n{titles[key]}\n{markdown(rows)}")
+    print(f"\nwrote {out}/: clean.md, clean.csv, stress.json, "
+          + ", ".join(f"{k}.csv/.json/.png" for k in curves))
+    return 0
+
+
+def _load_models(named: list[tuple[str, str]]) -> tuple[dict, dict[str, dict[str, Any]]]:
+    """name -> model, and name -> what the table shows (checkpoint, method, training eps)."""
+    from .. import models as rl_models
+    from ..errors import ConfigError
+
+    models, info = {}, {}
+    for name, path in named:
+        if name in models:
+            raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
+        models[name] = rl_models.load(path)
+        cfg = getattr(models[name], "robustlab_meta", {}).get("meta", {}).get("config", {}) or {}
+        info[name] = {"checkpoint": str(path), "method": cfg.get("method", "?"),
+                      "train_eps": _train_eps(cfg), "dataset": cfg.get("dataset")}
+    return models, info
+
+
+def _train_eps(cfg: dict[str, Any]) -> float | None:
+    """The eps the model was trained at (the method's default when not given), if any."""
+    from ..config import from_dict
+    from ..errors import RobustlabError
+    from ..training import METHODS
+
+    try:
+        args = from_dict(METHODS.get(cfg.get("method", "")).Args, cfg.get("method_args") or {})
+    except RobustlabError:
+        return None
+    return getattr(args, "eps", None)
+
+
+def _dataset(args: argparse.Namespace, models: dict):
+    from .. import data as rl_data
+    from ..errors import ConfigError
+
+    recorded = {i.get("meta", {}).get("dataset") for i in
+                (getattr(m, "robustlab_meta", {}) for m in models.values())} - {None}
+    dataset = args.dataset or (recorded.pop() if len(recorded) == 1 else None)
+    if not dataset:
+        raise ConfigError("--dataset is required (the checkpoints do not record one dataset)")
+    return rl_data.load(dataset, args.split, root=args.data_root)
+
+
+def clean_table(info: dict[str, dict[str, Any]]) -> str:
+    """The report's Table I: clean accuracy per model, with how it was trained."""
+    lines = ["| model | method | train eps | clean acc (%) |", "|---|---|---|---|"]
+    for name, i in info.items():
+        eps = "-" if i["train_eps"] is None else f"{i['train_eps']:.4g}"
+        lines.append(f"| {name} | {i['method']} | {eps} | {100 * i['clean_acc']:.2f} |")
+    return "\n".join(lines)
+
+
+def _csv(info: dict[str, dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "method", "train_eps", "clean_acc", "checkpoint"])
+    for name, i in info.items():
+        w.writerow([name, i["method"], i["train_eps"], i["clean_acc"], i["checkpoint"]])
+    return buf.getvalue()
