@@ -36,7 +36,8 @@ DEFAULT_EPS = 8 / 255
 
 def robust_accuracy(model: torch.nn.Module, dataset: Any, *, eps: float, steps: int, seed: int,
                     device: torch.device, batch_size: int = 256) -> float:
-    """Accuracy in [0, 1] of ``model`` on ``dataset`` under linf PGD (step eps/4, random start).
+    """Accuracy in [0, 1] of ``model`` on ``dataset`` under linf PGD (step eps/4, random start):
+    the fraction classified correctly both clean and attacked (never above clean accuracy).
 
     Early-stop PGD (each sample keeps its first fooling iterate; never weaker, cheaper). The model
     runs in eval mode throughout and its modes are restored afterwards.
@@ -46,8 +47,9 @@ def robust_accuracy(model: torch.nn.Module, dataset: Any, *, eps: float, steps: 
     for x, y in rl_data.batches(dataset, batch_size, shuffle=False, device=device):
         x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, generator=gen,
                     early_stop=True)
-        with frozen_eval(model), torch.no_grad():
-            correct += int((model(x_adv).argmax(1) == y).sum())
+        with frozen_eval(model), torch.no_grad():  # robust = right on x and on x_adv
+            right = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
+        correct += int(right.sum())
         n += y.shape[0]
     return correct / max(n, 1)
 
