@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4 measurements: adversarial training on Fashion-MNIST with small-cnn, 20000 training
 # images, 2 epochs, eps 0.1 (PGD: step eps/4, 7 steps), Adam 1e-3 cosine, batch 128, no
-# augmentation (the settings of benchmarks/train_speed.py's plain PyTorch loop). Trains standard,
+# augmentation (the settings of benchmarks/train_speed.py's plain PyTorch loop), channels_last
+# (about 20% faster convolutions on this AVX2 CPU; every method uses it). Trains standard,
 # fgsm, fast-fgsm, pgd, trades (beta 6) and transfer-adv (source: a standard vgg19 at width 0.25,
 # trained first), then FGSM-AT at eps 0.2 for 5 epochs with the catastrophic-overfitting guard in
 # warn mode (marks, does not stop) to see whether it overfits; evaluates every model clean and
@@ -29,7 +30,8 @@ else
 fi
 EPS=0.1 STEP=0.025
 COMMON=(--dataset fashion-mnist --subset "$SUBSET" --seed 0 --no-progress --overwrite
-        --optimizer adam --lr 0.001 --weight-decay 0 --batch-size 128 --augment none "${GUARDS[@]}")
+        --optimizer adam --lr 0.001 --weight-decay 0 --batch-size 128 --augment none --channels-last
+        "${GUARDS[@]}")
 METHODS=(standard fgsm fast-fgsm pgd trades transfer-adv)
 
 echo "== transfer source: standard vgg19, width 0.25"
