@@ -100,7 +100,10 @@ def markdown(rows: list[dict]) -> str:
     models = list(dict.fromkeys(r["model"] for r in rows))
     acc = {(r["model"], r["value"]): r["acc"] for r in rows}
     param = rows[0]["param"] if rows else ""
-    lines = [f"| model | " + " | ".join(f"{param}={v}" for v in values) + " |",
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [f"| model | " + " | ".join(f"{param}={fmt(v)}" for v in values) + " |",
              "|---" * (len(values) + 1) + "|"]
     for m in models:
         lines.append(f"| {m} | " + " | ".join(f"{100 * acc[(m, v)]:.2f}" for v in values) + " |")
