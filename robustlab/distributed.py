@@ -86,3 +86,49 @@ def all_mean(value: float, w: World) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / w.size
+
+
+def barrier(w: World) -> None:
+    if w.size > 1:
+        dist.barrier()
+
+
+def broadcast_module(module: torch.nn.Module, w: World) -> None:
+    """Every rank starts from rank 0's parameters and buffers."""
+    if w.size == 1:
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def all_reduce_grads(params, w: World) -> None:
+    """Average the gradients over ranks in one flat all-reduce (what DDP does, without wrapping
+    the module: attacks inside a training step differentiate the plain module w.r.t. its input)."""
+    if w.size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= w.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(module: torch.nn.Module, w: World) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over ranks."""
+    if w.size == 1:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b.data)
+            b.data /= w.size
+
+
+def all_sum(t: torch.Tensor, w: World) -> torch.Tensor:
+    if w.size > 1:
+        dist.all_reduce(t)
+    return t

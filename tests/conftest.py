@@ -23,3 +23,12 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 has_fashion_mnist = pytest.mark.skipif(
     not os.path.exists(os.path.join(FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")),
     reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous in tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from conftest import free_port as _free_port
 import torch
 from safetensors.torch import load_file
 
@@ -173,3 +174,28 @@ def test_a_run_that_fails_to_start_leaves_nothing(tmp_path):
         train(cfg(model="resnet99"), tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "config.json").exists()
     train(cfg(epochs=1), tmp_path / "r", progress=False)  # the retry is not refused
+
+
+def test_training_under_torchrun_matches_one_process(tmp_path):
+    """Two gloo CPU processes: each trains on its half of every global batch with averaged
+    gradients, so the weights match one process (small-cnn has no batch norm) up to rounding.
+    SGD, not Adam: Adam's first steps are about lr * sign(g), so reduction-order rounding of a
+    near-zero gradient would move a weight by 2 * lr."""
+    import subprocess
+    import sys
+
+    args = ["train", "--dataset", "synthetic", "--model", "small-cnn", "--width", "0.5",
+            "--epochs", "1", "--batch-size", "32", "--optimizer", "sgd", "--lr", "0.05",
+            "--val", "0.2", "--seed", "3", "--no-progress"]
+    from robustlab.cli import main
+
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), "-m", "robustlab.cli", "--"] + args
+                         + ["--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    w1, w2 = weights(tmp_path / "one/model.safetensors"), weights(tmp_path / "two/model.safetensors")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-4) for k in w1)
+    lines = (tmp_path / "two/metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # written once, by rank 0

@@ -26,6 +26,7 @@ import torch
 
 from .. import data as rl_data
 from .. import models as rl_models
+from ..distributed import world
 from ..attacks import pgd
 from ..attacks.mode import frozen_eval
 from .config import TrainConfig
@@ -105,8 +106,10 @@ class RobustValidation:
         metrics["val_robust_acc"] = acc
         if acc > run.meta.get("best_val_robust_acc", -1.0):
             run.meta.update(best_val_robust_acc=acc, best_epoch=epoch + 1)
-            rl_models.save(run.model, run.out.path / "best.safetensors", dataset=run.config.dataset,
-                           config=run.out.config_dict, metrics={"epoch": epoch + 1, **metrics})
+            if world().main:  # under torchrun only rank 0 writes
+                rl_models.save(run.model, run.out.path / "best.safetensors",
+                               dataset=run.config.dataset, config=run.out.config_dict,
+                               metrics={"epoch": epoch + 1, **metrics})
         metrics["best_epoch"] = run.meta["best_epoch"]
         return None
 

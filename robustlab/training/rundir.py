@@ -33,7 +33,11 @@ class RunDir:
             raise ConfigError("--resume and --overwrite contradict each other; pass one")
         self._overwrite = overwrite and cfg_file.exists()
         if cfg_file.exists():
-            old = json.loads(cfg_file.read_text()).get("config", {})
+            try:
+                old = json.loads(cfg_file.read_text()).get("config", {})
+            except (OSError, json.JSONDecodeError, AttributeError) as exc:
+                raise ConfigError(f"{cfg_file} is unreadable ({exc}); remove it or use another "
+                                  "--out") from None
             if overwrite:
                 pass  # the old files go in create(), once the new run is known to start
             elif not resume:
@@ -69,7 +73,12 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
 
     def truncate_metrics(self, epochs: int) -> None:
-        """Keep the lines of the first ``epochs`` epochs (those the saved state covers)."""
+        """Keep the lines of the first ``epochs`` epochs (those the saved state covers).
+        Under torchrun only rank 0 writes."""
+        from ..distributed import world
+
+        if not world().main:
+            return
         lines = [m for m in self.read_metrics() if m.get("epoch", 0) <= epochs]
         self._write_metrics(lines)
 

@@ -19,6 +19,7 @@ original layout, so older states still load) and ``modules.<name>.*`` /
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,7 +92,10 @@ def save_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(flat, str(tmp))
-    meta: dict[str, Any] = {"format": FORMAT, "epoch": epoch}
+        digest = _sha256(tmp)
+    # the JSON names the exact tensors file it belongs to: an interruption between the two
+    # renames is caught on load instead of resuming new weights with an old epoch count
+    meta: dict[str, Any] = {"format": FORMAT, "epoch": epoch, "tensors_sha256": digest}
     if _OPTIM in opt_meta:  # the original layout of the single optimiser
         single = opt_meta.pop(_OPTIM)
         meta["optimizer_param_groups"] = single["param_groups"]
@@ -119,6 +123,9 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
                               "Start again with --overwrite.") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a robustlab training state")
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != _sha256(weights_path):
+        raise CheckpointError(f"{weights_path} does not belong to {meta_path} (the run was "
+                              "interrupted while saving); start again with --overwrite")
     mods = _modules(model, modules)
     saved = set(meta.get("modules", [_MODEL]))  # states written before named modules: the model
     if saved != set(mods):
@@ -168,6 +175,14 @@ def _load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], p
         for name, val in pstate.items():
             if isinstance(val, torch.Tensor) and name != "step":
                 pstate[name] = val.to(param.device)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def has_state(stem: str | Path) -> bool:

@@ -1,5 +1,9 @@
 """The one classifier trainer: a fixed loop, a pluggable method, resumable from its last epoch.
 
+Several processes (torchrun): every rank draws the same global batches and trains on its slice;
+gradients are averaged with one all-reduce per step and batch-norm statistics after each epoch;
+only rank 0 writes.
+
 Reproducibility: every epoch draws its data order, augmentations, attack starts and dropout masks
 from generators seeded by (seed, epoch), and the state saved after each epoch holds the model and
 optimiser. So a run interrupted and resumed ends with the same weights as one that never stopped.
@@ -18,6 +22,8 @@ from tqdm.auto import tqdm
 
 from .. import data as rl_data
 from .. import models as rl_models
+from ..distributed import (World, all_reduce_grads, all_sum, average_buffers, barrier,
+                           broadcast_module, device_for, world)
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..evaluation.clean import accuracy
 from .config import TrainConfig
@@ -133,19 +139,23 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     from). Returns the final metrics line.
     """
     out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite, defer=True)
-    device = resolve_device(device)
+    w = world()  # under torchrun: this process's rank; one process otherwise
+    device = device_for(w, resolve_device(device))
     train_data, val_data = prepare_data(cfg, data_root)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
     model = build_model(cfg, train_data).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward_model = torch.compile(model) if cfg.compile else model
+    broadcast_module(model, w)
     if cfg.linear_probe:
         freeze_body(model)
     optimizer = build_optimizer(cfg, model.parameters())
     method = build_method(cfg.method, cfg.method_args,
                           MethodContext(cfg, train_data, train_data.num_classes, device))
-    out_dir.create()  # only now: a run that fails to start leaves no files behind
+    if w.main:
+        out_dir.create()  # only now: a run that fails to start leaves no files behind
+    barrier(w)
     run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device, method=method)
     hooks = [*build_guards(cfg, method, val_data is not None, epoch_seed(cfg.seed, 0, stream=3)),
              *hooks]
@@ -171,7 +181,9 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
         method.start_epoch(epoch, forward_model, gen)
         t0 = time.perf_counter()
         metrics = _train_epoch(cfg, forward_model, method, optimizer, train_data, augment, gen,
-                               device, epoch, epoch * steps_per_epoch, total_steps, progress)
+                               device, epoch, epoch * steps_per_epoch, total_steps,
+                               progress and w.main, w)
+        average_buffers(model, w)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         if val_data is not None:
             t1 = time.perf_counter()
@@ -181,11 +193,13 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
         if "restore" in actions:
             _restore_previous(run, epoch, metrics)
         metrics = {"epoch": epoch + 1, **metrics}
-        out_dir.append_metrics(metrics)
-        rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
-                       config=out_dir.config_dict, metrics=metrics)
-        save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
-                   extra=run.meta)
+        if w.main:
+            out_dir.append_metrics(metrics)
+            rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
+                           config=out_dir.config_dict, metrics=metrics)
+            save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
+                       extra=run.meta)
+        barrier(w)
         if actions & {"stop", "restore"}:
             log.warning("stopping after epoch %d at a hook's request", epoch + 1)
             break
@@ -208,7 +222,7 @@ def _restore_previous(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
 
 
 def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoch, step0,
-                 total_steps, progress) -> dict[str, Any]:
+                 total_steps, progress, w: World = World()) -> dict[str, Any]:
     model.train()
     if cfg.linear_probe:  # a frozen body keeps its batch-norm statistics too
         for m in model.modules():
@@ -223,6 +237,10 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
                disable=not progress, leave=False, dynamic_ncols=True)
     lr = cfg.lr
     for i, (x, y) in enumerate(bar):
+        if w.size > 1:  # every rank draws the same global batch and trains on its slice
+            if y.shape[0] < w.size:
+                continue
+            x, y = x[w.rank::w.size], y[w.rank::w.size]
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
@@ -230,6 +248,7 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
             out = method.loss(model, x, y, gen)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        all_reduce_grads(model.parameters(), w)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -243,7 +262,13 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
             _check_finite(loss_sum, epoch)
             bar.set_postfix(loss=f"{float(loss_sum) / n_seen:.3f}",
                             acc=f"{float(correct) / n_seen:.3f}", lr=f"{lr:.2g}")
+    totals = all_sum(torch.stack([loss_sum.float(), correct.float(),
+                                  torch.tensor(float(n_seen), device=device)]), w)
+    loss_sum, correct, n_seen = totals[0], totals[1], int(totals[2])
+    sums = {k: all_sum(v, w) for k, v in sums.items()}
     _check_finite(loss_sum, epoch)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
+        _check_finite(torch.tensor(float("nan")), epoch)
     metrics = {"lr": lr, "train_loss": float(loss_sum) / max(n_seen, 1),
                "train_acc": float(correct) / max(n_seen, 1)}
     metrics.update({k: float(v) / max(n_seen, 1) for k, v in sums.items()})
@@ -252,7 +277,9 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(loss_sum):
+        kept = (f"the checkpoint of epoch {epoch} was kept" if epoch else
+                "no checkpoint was written")
         raise TrainingDiverged(
-            f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and the "
-            f"checkpoint of epoch {epoch} was kept. Lower the learning rate (or use --grad-clip) "
-            "and start again with --overwrite.")
+            f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and "
+            f"{kept}. Lower the learning rate (or use --grad-clip) and start again with "
+            "--overwrite.")
