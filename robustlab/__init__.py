@@ -6,7 +6,7 @@ Public API (see DESIGN.md)::
     ds = rl.data.load("fashion-mnist", "train")
     model = rl.models.create("small-cnn", num_classes=10, in_channels=1)
     x_adv = rl.attacks.pgd(model, x, y, eps=0.1, step_size=0.025, steps=20)
-    result = rl.evaluate(model, ds, attacks=["pgd"], eps=0.1)
+    result = rl.evaluate(model, ds, attack={"name": "pgd", "eps": 0.1, "steps": 20})
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 import importlib
 from typing import Any
 
-_SUBMODULES = ("data", "models", "attacks", "purifiers", "training", "evaluation", "experiments")
+_SUBMODULES = ("data", "models", "attacks", "purifiers", "training", "evaluation", "distributed",
+               "viz")
 
 
 def __getattr__(name: str) -> Any:

@@ -56,3 +56,12 @@ def check_int(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def is_size(v: object) -> bool:
+    """A dataset size setting: a count (int >= 1) or a fraction (float in (0, 1])."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 1
+    return isinstance(v, float) and 0 < v <= 1

@@ -38,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robustlab: interrupted; the last finished epoch is saved, continue with --resume",
-              file=sys.stderr)
+        hint = (" (the last finished epoch is saved: continue with --resume)"
+                if hasattr(args, "resume") else "")
+        print(f"robustlab: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        sys.stderr.close()
+        return 141
 
 
 def _version() -> str:

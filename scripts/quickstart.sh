@@ -9,7 +9,7 @@ RL=.venv/bin/robustlab
 OUT=${OUT:-runs/quick}
 
 $RL train --dataset fashion-mnist --model small-cnn --epochs 2 --subset 20000 --seed 0 \
-  --optimizer adam --lr 0.001 --weight-decay 0 --channels-last \
+  --optimizer adam --lr 0.001 --weight-decay 0 --augment none --channels-last \
   --out "$OUT/small-cnn" --overwrite
 $RL evaluate --model "$OUT/small-cnn/model.safetensors" --dataset fashion-mnist --split test \
   --n 1000 --attack fgsm --attack pgd --eps 0.1 --steps 20 --sanity --seed 0 \

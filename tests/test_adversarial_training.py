@@ -177,9 +177,10 @@ def test_engine_init_is_the_first_iterate():
         pgd(model, x, y, eps=eps, step_size=step, steps=1, init=x0, restarts=2)
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades"])
-def test_resume_mid_adversarial_training_equals_uninterrupted(tmp_path, monkeypatch, method):
-    c = cfg(method=method, method_args={"steps": 2}, epochs=3, subset=48, batch_size=16, val=8,
+@pytest.mark.parametrize("method,args", [("pgd", {"steps": 2}), ("trades", {"steps": 2}),
+                                         ("fast-fgsm", {})])
+def test_resume_mid_adversarial_training_equals_uninterrupted(tmp_path, monkeypatch, method, args):
+    c = cfg(method=method, method_args=args, epochs=3, subset=48, batch_size=16, val=8,
             guards={"overfit_n": 8})
     train(c, tmp_path / "full", progress=False)
     real = rl_data.batches

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import free_port as _free_port
 
 from robustlab.cli import main
 from robustlab.commands import COMMANDS
@@ -156,10 +157,38 @@ def test_evaluate_under_torchrun_matches_one_process(run_dir, tmp_path):
               "--eps", "0.03", "--n", "50", "--batch-size", "16", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "one.json")]) == 0
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29517", "-m", "robustlab.cli", "--"] + common
+                          "--master_port", str(_free_port()), "-m", "robustlab.cli", "--"] + common
                          + ["--out", str(tmp_path / "two.json")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
     assert two["config"]["processes"] == 2 and two["n"] == 50
     assert two["per_sample"] == one["per_sample"]
+
+
+def test_evaluate_a_purified_model_under_every_threat(run_dir, tmp_path, capsys):
+    from robustlab import models
+    from robustlab.purifiers import create_purifier
+
+    pur = create_purifier("unet-b", 3, width=0.125)
+    models.save(pur, tmp_path / "purifier.safetensors", dataset="synthetic")
+    out = tmp_path / "defended.json"
+    assert main(["evaluate", "--model", str(run_dir / "model.safetensors"), "--purifier",
+                 str(tmp_path / "purifier.safetensors"), "--attack", "pgd", "--eps", "8/255",
+                 "--steps", "2", "--threat", "gray-box", "--threat", "white-box", "--threat", "bpda",
+                 "--threat", "eot", "--eot-samples", "2", "--n", "16", "--out", str(out),
+                 "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["acc"]) == {f"pgd[eps=0.03137,steps=2]@{t}"
+                               for t in ("gray-box", "white-box", "bpda", "eot")}
+    assert res["purifier"].endswith("purifier.safetensors")
+
+
+def test_training_state_that_does_not_match_its_tensors_is_refused(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "last.safetensors").write_bytes((copy / "model.safetensors").read_bytes())
+    assert main(TRAIN + ["--out", str(copy), "--resume"]) == 2
+    assert "does not belong to" in capsys.readouterr().err

@@ -63,7 +63,10 @@ def test_same_seed_same_result_and_config_recorded(trained, test_set):
     b = evaluate(model, test_set, [{"name": "pgd", "eps": 0.03, "steps": 3}], n=64, seed=5)
     assert all(torch.equal(a.per_sample[k], b.per_sample[k]) for k in a.per_sample)
     d = a.to_dict()
-    assert d["config"]["seed"] == 5 and d["config"]["attacks"][0]["settings"] == {"eps": 0.03, "steps": 3}
+    run = d["config"]["attacks"][0]
+    assert d["config"]["seed"] == 5 and run["given"] == {"eps": 0.03, "steps": 3}
+    assert run["settings"]["step_size"] == pytest.approx(0.0075)  # the default eps/4, as run
+    assert run["settings"]["random_start"] is True and run["settings"]["early_stop"] is True
     json.dumps(d)
 
 
@@ -230,3 +233,68 @@ def test_bad_inputs_fail_before_work(trained, test_set):
     with pytest.raises(ConfigError, match="n must be >= 1"):
         evaluate(model, test_set, n=0)
     assert set(THREAT_MODELS.names()) == {"white-box", "transfer", "gray-box", "bpda", "eot"}
+
+
+def test_transfer_crafts_on_the_source_and_scores_the_target(trained, test_set):
+    model, _ = trained
+    source = rl.models.create("small-cnn", num_classes=10, width=0.5)
+    r = evaluate(model, test_set, [AttackSpec("fgsm", {"eps": 0.05}, "transfer")], n=32,
+                 source=source, keep_adv=True)
+    x, y = test_set.images[:32].float() / 255, test_set.labels[:32]
+    expected = rl.attacks.fgsm(source, x, y, eps=0.05)
+    assert torch.equal(r.adv[list(r.adv)[0]], expected)
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == y) & (model(expected).argmax(1) == y)
+    assert torch.equal(r.per_sample[list(r.acc)[0]], ok)
+
+
+def test_feature_distortion_under_several_threats_collapses_to_one(trained, test_set):
+    model, _ = trained
+    specs = [AttackSpec("feature-distortion", {"eps": 0.03, "steps": 2}, t)
+             for t in ("gray-box", "bpda")]
+    r = evaluate(Purified(Blur(), model), test_set, specs, n=8,
+                 extractor=rl.models.feature_extractor(model, 1))
+    assert list(r.acc) == ["feature-distortion[eps=0.03,steps=2]@gray-box"]
+    assert r.per_sample["worst"].shape == (8,)
+
+
+def test_eot_warns_on_a_deterministic_defence_and_keeps_global_rng(trained, test_set):
+    model, _ = trained
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    r = evaluate(model, test_set, [AttackSpec("fgsm", {"eps": 0.03}, "eot")], n=8, eot_samples=2)
+    assert torch.equal(before, torch.get_rng_state())
+    assert "eot-on-deterministic-defence" in {w["check"] for w in r.warnings}
+    r2 = evaluate(Purified(Blur(p=0.2), model), test_set,
+                  [AttackSpec("fgsm", {"eps": 0.03}, "eot")], n=8, eot_samples=2)
+    assert "eot-on-deterministic-defence" not in {w["check"] for w in r2.warnings}
+
+
+def test_attack_alias_and_batch_size_check(trained, test_set):
+    model, _ = trained
+    r = evaluate(model, test_set, attack={"name": "fgsm", "eps": 0.03}, n=8)
+    assert list(r.acc) == ["fgsm[eps=0.03]@white-box"]
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate(model, test_set, n=8, batch_size=0)
+    x = torch.rand(300, 3, 32, 32)
+    y = torch.zeros(300, dtype=torch.long)
+    y[-1] = 99  # a bad label in the last batch is still caught, before any work
+    with pytest.raises(Exception, match="labels must lie in"):
+        evaluate(model, (x, y), batch_size=64)
+
+
+def test_sweep_over_two_attacks(trained, test_set):
+    model, _ = trained
+    rows = sweep({"m": model}, test_set, ["fgsm", "pgd"], param="eps", values=[0, 0.05],
+                 attack_settings={"pgd": {"steps": 2}}, n=20)
+    assert [(r["attack"], r["value"]) for r in rows] == [("fgsm", 0), ("fgsm", 0.05),
+                                                         ("pgd", 0), ("pgd", 0.05)]
+
+
+def test_autoattack_on_a_defended_pipeline(trained, test_set):
+    pytest.importorskip("pyautoattack")
+    model, _ = trained
+    r = evaluate(Purified(Blur(), model), test_set,
+                 [{"name": "autoattack", "eps": 0.03, "version": "custom",
+                   "attacks": ("apgd-ce",), "n_iter": 2}], n=8)
+    assert 0 <= list(r.acc.values())[0] <= r.clean_acc

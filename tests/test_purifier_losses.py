@@ -95,10 +95,25 @@ def test_cgan_d_loss_golden_and_detaches_fake():
     assert critic.s.grad is not None and critic.s.grad != 0
 
 
-def test_cgan_g_loss_golden_non_saturating():
+def test_cgan_g_loss_golden_minimax_default():
+    """The default generator term is log(1 - D(x', G(x'))) (REFERENCE.md), to be minimised."""
+    import math
+
     critic = StubCritic()
     x_fake = OUT.clone().requires_grad_()
     loss = cgan_g_loss(critic, torch.rand(1, 1, 2, 2), x_fake)
+    d = [1 / (1 + math.exp(-(4 * v - 2))) for v in OUT.flatten().tolist()]  # D = sigmoid(logit)
+    assert loss.item() == pytest.approx(hand_mean([math.log(1 - p) for p in d]), rel=1e-6)
+    loss.backward()
+    assert x_fake.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="unknown gan_mode"):
+        cgan_g_loss(critic, torch.rand(1, 1, 2, 2), x_fake, mode="wgan")
+
+
+def test_cgan_g_loss_golden_non_saturating():
+    critic = StubCritic()
+    x_fake = OUT.clone().requires_grad_()
+    loss = cgan_g_loss(critic, torch.rand(1, 1, 2, 2), x_fake, mode="non-saturating")
     expected = hand_mean([bce_real(4 * v - 2) for v in OUT.flatten().tolist()])
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()
@@ -136,7 +151,8 @@ def test_generator_loss_weighted_total():
     x_adv = torch.rand(1, 1, 2, 2)
     x_fake = OUT.clone().requires_grad_()
     total, logs = generator_loss(LossWeights(1, 2, 3, 4), critic=StubCritic(), extractor=extractor(),
-                                 x_adv=x_adv, x_clean=TARGET, x_fake=x_fake)
+                                 gan_mode="non-saturating", x_adv=x_adv, x_clean=TARGET,
+                                 x_fake=x_fake)
     gan = hand_mean([bce_real(4 * v - 2) for v in OUT.flatten().tolist()])
     expected = gan + 2 * L1 + 3 * L2 + 4 * PERCEPTUAL
     assert total.item() == pytest.approx(expected, rel=1e-6)

@@ -72,7 +72,7 @@ def test_stress_writes_curves_figures_and_table(tmp_path, ckpts, capsys):
 
 @pytest.mark.parametrize("extra,match", [
     (["--steps-eps", "0.1,0.2"], "--steps-eps takes one eps"),
-    (["--eps", "0,x"], "expected numbers"),
+    (["--eps", "0,x"], "expected a number such as 0.031 or 8/255"),
     (["--steps", "0,2"], "must be >= 1"),
 ])
 def test_stress_bad_input(tmp_path, ckpts, capsys, extra, match):

@@ -17,9 +17,10 @@ from .geometry import NORMS, ThreatModel, ascent_step, project, random_start
 from .mode import frozen_eval
 from .objectives import OBJECTIVES, LogitObjective, register_objective
 from . import builtin as _builtin  # noqa: F401  (registers the named attacks)
+from .builtin import DEFAULT_STEP, effective_settings
 
 __all__ = [
-    "ATTACKS", "OBJECTIVES", "NORMS", "AttackEntry", "LogitObjective", "MissingDependency",
+    "ATTACKS", "DEFAULT_STEP", "OBJECTIVES", "effective_settings", "NORMS", "AttackEntry", "LogitObjective", "MissingDependency",
     "ThreatModel", "ascent_step", "attack_settings", "autoattack", "describe", "fast_fgsm",
     "feature_distortion", "fgsm", "frozen_eval", "pgd", "project", "random_start",
     "register_attack", "register_objective", "run_attack",

@@ -95,7 +95,7 @@ def _fast_fgsm(model, x, y, *, seed, generator, **s):
 
 @register_attack("pgd", PGDSettings, help="PGD with random start (Madry et al. 2018)")
 def _pgd(model, x, y, *, step_size, seed, generator, **s):
-    step = step_size if step_size is not None else _default_step(s["eps"], 4)
+    step = step_size if step_size is not None else _default_step(s["eps"], 1 / DEFAULT_STEP["pgd"])
     return pgd(model, x, y, step_size=step, generator=generator_for(x, seed, generator), **s)
 
 
@@ -118,3 +118,20 @@ def _default_step(eps: Any, div: float) -> Any:
         return float(eps) / div or 1.0
     except (TypeError, ValueError):
         return eps
+
+
+# Default step of each attack when step_size is None, as a fraction of eps (REFERENCE.md).
+DEFAULT_STEP = {"pgd": 1 / 4, "fast-fgsm": 1.25, "feature-distortion": 1 / 8, "fgsm": 1.0}
+
+
+def effective_settings(name: str, **settings: Any) -> dict:
+    """Every setting of attack ``name`` as it will run: defaults filled in, including the step size
+    a None step_size stands for. For results files (the full attack config, STYLE rule 12)."""
+    import dataclasses
+
+    from .catalog import attack_settings
+
+    out = dataclasses.asdict(attack_settings(name, **settings))
+    if name in DEFAULT_STEP and out.get("step_size") is None and isinstance(out.get("eps"), float):
+        out["step_size"] = out["eps"] * DEFAULT_STEP[name]
+    return out

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import ConfigError
-from .common import apply_sets
+from .common import apply_sets, number
 
 # flag -> attack setting (applied to every attack that has the setting)
 COMMON = {"eps": "eps", "steps": "steps", "step_size": "step_size", "norm": "norm",
@@ -16,9 +16,9 @@ COMMON = {"eps": "eps", "steps": "steps", "step_size": "step_size", "norm": "nor
 
 def add_attack_settings(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("attack settings (applied to every attack that has them)")
-    g.add_argument("--eps", type=float, help="budget in [0,1] pixel units (e.g. 0.1, 0.0314)")
+    g.add_argument("--eps", type=number, help="budget in [0,1] pixel units (e.g. 0.1 or 8/255)")
     g.add_argument("--steps", type=int, help="iterations")
-    g.add_argument("--step-size", type=float, help="step (default per attack, e.g. eps/4 for pgd)")
+    g.add_argument("--step-size", type=number, help="step (default per attack, e.g. eps/4 for pgd)")
     g.add_argument("--norm", choices=["linf", "l2"])
     g.add_argument("--restarts", type=int)
     g.add_argument("--no-random-start", dest="random_start", action="store_false", default=None)

@@ -18,6 +18,27 @@ def size(text: str) -> int | float:
     return int(value) if value.is_integer() and "." not in text else value
 
 
+def number(text: str) -> float:
+    """A number, also written as a fraction of 255 ("8/255") as the papers do."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.031 or 8/255, got "
+                                         f"{text!r}") from None
+
+
+def numbers(text: str) -> list[float | int]:
+    """Comma-separated numbers ("0,2/255,8/255"); whole numbers stay integers (steps)."""
+    out: list[float | int] = []
+    for part in text.split(","):
+        part = part.strip()
+        out.append(int(part) if part.isdigit() else number(part))
+    return out
+
+
 def add_data_args(p: argparse.ArgumentParser, split: bool = False) -> None:
     p.add_argument("--dataset", help="dataset name (see `robustlab list datasets`)")
     p.add_argument("--data-root", default=None,
@@ -62,4 +83,37 @@ def apply_sets(cfg: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
             if not isinstance(target, dict):
                 raise ConfigError(f"--set {key}: {part} is not a mapping")
         target[parts[-1]] = parse_value(text)
+    return cfg
+
+
+def add_run_args(p: argparse.ArgumentParser, set_example: str) -> None:
+    """The flags every training command shares: --set, runtime, --out, --resume, --overwrite."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override any setting, e.g. --set {set_example} (repeatable)")
+    add_runtime_args(p)
+    p.set_defaults(seed=None)  # the config's seed unless --seed is given
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+
+def config_from_args(args: argparse.Namespace, fields: dict[str, str] | tuple[str, ...],
+                     required: tuple[str, ...], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--config YAML, then the flags that were given (``fields``: flag -> setting), then
+    ``extra`` (already merged settings), then --set; refuses a missing required setting."""
+    cfg = load_yaml(args.config)
+    names = fields.items() if isinstance(fields, dict) else ((f, f) for f in fields)
+    for flag, key in names:
+        value = getattr(args, flag, None)
+        if value is not None:
+            cfg[key] = value
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    cfg = apply_sets(cfg, args.set)
+    for name in required:
+        if name not in cfg:
+            raise ConfigError(f"--{name.replace('_', '-')} is required (or give it in --config)")
     return cfg

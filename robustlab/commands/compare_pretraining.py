@@ -5,20 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_data_args, add_runtime_args, apply_sets, size
+from .common import add_data_args, add_runtime_args, apply_sets, number, numbers, size
 
 NAME = "compare-pretraining"
 ORDER = 13
 HELP = ("pre-train (contrastive) + fine-tune vs. the same training without pre-training, same "
         "budget; PGD accuracy against eps for both on one figure, with CSV/JSON/Markdown")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,10 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="default: the report's Adam 5e-4")
     p.add_argument("--linear-probe", action="store_true",
                    help="fine-tune only the final Linear of both arms (a frozen-encoder probe)")
-    p.add_argument("--eps", type=_floats, default=None,
+    p.add_argument("--eps", type=numbers, default=None,
                    help="PGD budgets, comma-separated (default 0.02,0.04,...,0.15)")
     p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--pgd-step-size", type=float, default=None, help="default eps/4")
+    p.add_argument("--pgd-step-size", type=number, default=None, help="default eps/4")
     p.add_argument("--n", type=int, default=None, help="evaluate on the first n test images")
     p.add_argument("--pretrain-set", action="append", metavar="KEY=VALUE",
                    help="override a pre-training setting, e.g. --pretrain-set steps=3")

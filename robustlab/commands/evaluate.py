@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import data as rl_data
     from .._io import write_json
     from ..errors import ConfigError, InputError
-    from ..evaluation import AttackSpec, evaluate, load_adversarial, save_adversarial
-    from ..evaluation.harness import score_adversarial
+    from ..evaluation import AttackSpec, evaluate, save_adversarial
     from ..training.trainer import resolve_device
 
     device = resolve_device(args.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
+from .common import add_data_args, add_run_args, config_from_args, number, size
 
 NAME = "pretrain"
 ORDER = 12
@@ -40,32 +40,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "for data that must not be flipped)")
     p.add_argument("--temperature", type=float, help="NT-Xent temperature (default 0.5)")
     p.add_argument("--proj-dim", type=int, help="projection head output size (default 128)")
-    p.add_argument("--eps", type=float, help="contrastive attack budget (default 8/255)")
-    p.add_argument("--step-size", type=float, help="contrastive attack step (default 2/255)")
+    p.add_argument("--eps", type=number, help="contrastive attack budget (default 8/255)")
+    p.add_argument("--step-size", type=number, help="contrastive attack step (default 2/255)")
     p.add_argument("--steps", type=int, help="contrastive attack steps (default 5)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set model_kwargs.pretrained=false")
-    add_runtime_args(p)
-    p.set_defaults(seed=None)
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    add_run_args(p, "model_kwargs.pretrained=false")
 
 
 def build_config(args: argparse.Namespace):
-    from ..errors import ConfigError
     from ..training.contrastive_train import PretrainConfig
 
-    cfg = load_yaml(args.config)
-    for name in _FIELDS:
-        value = getattr(args, name, None)
-        if value is not None:
-            cfg[name] = value
-    cfg = apply_sets(cfg, args.set)
-    for required in ("dataset", "model"):
-        if required not in cfg:
-            raise ConfigError(f"--{required} is required (or give it in --config)")
+    cfg = config_from_args(args, _FIELDS, ("dataset", "model"))
     return PretrainConfig.from_dict(cfg)
 
 

@@ -13,25 +13,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .common import add_data_args, add_runtime_args
+from .common import add_data_args, add_runtime_args, numbers
 
 NAME = "stress"
 ORDER = 35
 HELP = ("stress tests of several models: accuracy vs eps (FGSM, PGD) and vs PGD steps, one "
         "figure per attack, and the clean-accuracy table")
 
-
-def numbers(text: str) -> list[float]:
-    """Comma-separated numbers; each may be a fraction such as 8/255."""
-    out = []
-    for part in text.split(","):
-        try:
-            num, _, den = part.strip().partition("/")
-            out.append(float(num) / float(den) if den else float(num))
-        except (ValueError, ZeroDivisionError):
-            raise argparse.ArgumentTypeError(f"expected numbers like 0,2/255,8/255 or 0,0.05,0.1; "
-                                             f"got {part!r}") from None
-    return out
 
 
 def integers(text: str) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .attack_args import add_attack_settings, add_model_args, check_used, settings_for
-from .common import add_data_args, add_runtime_args
+from .common import add_data_args, add_runtime_args, numbers
 
 NAME = "sweep"
 ORDER = 30
@@ -22,25 +22,15 @@ def named(text: str) -> tuple[str, str]:
     return (p.parent.name or p.stem), text
 
 
-def parse_values(text: str) -> list[float | int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            out.append(int(part) if part.isdigit() else float(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--values expects numbers like 0,0.02,0.05, got {part!r}")
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, type=named, metavar="[NAME=]CKPT",
                    help="a model to sweep (repeatable)")
     add_data_args(p, split=True)
-    p.add_argument("--attack", default="pgd", help="attack name")
+    p.add_argument("--attack", action="append", default=None,
+                   help="attack name, repeatable (default: pgd); one curve per model and attack")
     p.add_argument("--threat", default="white-box", help="threat model")
     p.add_argument("--param", default="eps", choices=["eps", "steps"], help="the swept setting")
-    p.add_argument("--values", type=parse_values, required=True, help="comma-separated values")
+    p.add_argument("--values", type=numbers, required=True, help="comma-separated values")
     add_attack_settings(p)
     add_model_args(p)
     p.add_argument("--n", type=int, default=1000)
@@ -62,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, args.param) is not None:
         raise ConfigError(f"--{args.param} is the swept setting; give its values with --values")
+    attacks = args.attack or ["pgd"]
     used: set[str] = set()
-    settings = settings_for(args.attack, args, used)
-    check_used(args, [args.attack], used)
+    settings = {a: settings_for(a, args, used) for a in attacks}
+    check_used(args, attacks, used)
     models = {}
     for name, path in args.model:
         if name in models:
@@ -79,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     ds = rl_data.load(dataset, args.split, root=args.data_root)
     source = rl_models.load(args.source) if args.source else None
     extractor = None
-    if rl_attacks.ATTACKS.get(args.attack).model_role == "extractor":
+    if any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in attacks):
         base = rl_models.load(args.extractor) if args.extractor else getattr(first, "classifier", first)
         extractor = rl_models.feature_extractor(base, args.extractor_blocks)
-    rows = sweep(models, ds, args.attack, param=args.param, values=args.values, settings=settings,
+    rows = sweep(models, ds, attacks, param=args.param, values=args.values, attack_settings=settings,
                  threat=args.threat, n=args.n, seed=args.seed, batch_size=args.batch_size,
                  device=resolve_device(args.device), progress=not args.no_progress,
                  source=source, extractor=extractor)
@@ -95,16 +86,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Models as rows, swept values as columns, accuracy in %."""
-    values = sorted({r["value"] for r in rows})
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    acc = {(r["model"], r["value"]): r["acc"] for r in rows}
-    param = rows[0]["param"] if rows else ""
+    """Models (and attacks) as rows, swept values as columns, accuracy in %."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [f"| model | " + " | ".join(f"{param}={fmt(v)}" for v in values) + " |",
+    values = sorted({r["value"] for r in rows})
+    several = len({r["attack"] for r in rows}) > 1
+    keys = list(dict.fromkeys((r["model"], r["attack"]) for r in rows))
+    acc = {(r["model"], r["attack"], r["value"]): r["acc"] for r in rows}
+    param = rows[0]["param"] if rows else ""
+    lines = ["| model | " + " | ".join(f"{param}={fmt(v)}" for v in values) + " |",
              "|---" * (len(values) + 1) + "|"]
-    for m in models:
-        lines.append(f"| {m} | " + " | ".join(f"{100 * acc[(m, v)]:.2f}" for v in values) + " |")
+    for m, a in keys:
+        label = f"{m} ({a})" if several else m
+        lines.append(f"| {label} | " + " | ".join(f"{100 * acc[(m, a, v)]:.2f}" for v in values)
+                     + " |")
     return "\n".join(lines)

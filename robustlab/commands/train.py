@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
+from .common import add_data_args, add_run_args, config_from_args, number, size
 
 NAME = "train"
 ORDER = 10
@@ -20,18 +20,6 @@ _FIELDS = {"dataset": "dataset", "model": "model", "epochs": "epochs", "batch_si
 # CLI flag -> method_args key (adversarial methods; a method refuses settings it does not take)
 _METHOD_ARGS = {"eps": "eps", "steps": "steps", "step_size": "step_size", "beta": "beta",
                 "source": "source", "mix": "mix"}
-
-
-def number(text: str) -> float:
-    """A number, also written as a fraction of 255 ("8/255") as the papers do."""
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.031 or 8/255, got "
-                                         f"{text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,38 +57,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--from-scratch", action="store_true",
                    help="for resnet18-imagenet: random initial weights instead of ImageNet's")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set method_args.eps=0.1 (repeatable)")
-    add_runtime_args(p)
-    p.set_defaults(seed=None)
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    add_run_args(p, "method_args.eps=0.1")
 
 
 def build_config(args: argparse.Namespace):
     from ..config import from_dict
-    from ..errors import ConfigError
     from ..training import TrainConfig
 
-    cfg = load_yaml(args.config)
-    for flag, field in _FIELDS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            cfg[field] = value
-    for flag, key in _METHOD_ARGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            cfg.setdefault("method_args", {})[key] = value
-    for flag in ("channels_last", "compile", "linear_probe"):
-        if getattr(args, flag):
-            cfg[flag] = True
+    extra: dict = {"method_args": {key: getattr(args, flag) for flag, key in _METHOD_ARGS.items()
+                                   if getattr(args, flag, None) is not None}}
+    extra.update({flag: True for flag in ("channels_last", "compile", "linear_probe")
+                  if getattr(args, flag)})
     if args.from_scratch:
-        cfg.setdefault("model_kwargs", {})["pretrained"] = False
-    cfg = apply_sets(cfg, args.set)
-    for required in ("dataset", "model"):
-        if required not in cfg:
-            raise ConfigError(f"--{required} is required (or give it in --config)")
+        extra["model_kwargs"] = {"pretrained": False}
+    cfg = config_from_args(args, _FIELDS, ("dataset", "model"), extra)
     return from_dict(TrainConfig, cfg, where="training config")
 
 

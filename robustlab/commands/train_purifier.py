@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_runtime_args, apply_sets, load_yaml, size
+from .common import add_data_args, add_run_args, config_from_args, number, size
 
 NAME = "train-purifier"
 ORDER = 15
@@ -19,19 +19,7 @@ _FIELDS = {"dataset": "dataset", "arch": "arch", "critic": "critic", "preset": "
            "step_size": "step_size", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
            "subset": "subset", "image_size": "image_size", "augment": "augment",
            "classifier": "classifier", "val_n": "val_n", "grid_n": "grid_n", "seed": "seed",
-           "amp": "amp"}
-
-
-def pixels(text: str) -> float:
-    """A budget in [0, 1] pixel units: "0.0627" or "16/255"."""
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 16/255, got "
-                                         f"{text!r}") from None
+           "amp": "amp", "gan_mode": "gan_mode"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perceptual-extractor", help="checkpoint for the perceptual loss "
                                                   "(default: --extractor)")
     p.add_argument("--perceptual-blocks", type=int, help="its blocks (default: --extractor-blocks)")
-    p.add_argument("--eps", type=pixels, help="feature-distortion budget, e.g. 16/255 (default)")
+    p.add_argument("--eps", type=number, help="feature-distortion budget, e.g. 16/255 (default)")
     p.add_argument("--steps", type=int, help="attack iterations (default 20)")
-    p.add_argument("--step-size", type=pixels, help="attack step (default eps/8)")
+    p.add_argument("--step-size", type=number, help="attack step (default eps/8)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="default 16")
     p.add_argument("--lr", type=float, help="Adam learning rate of both networks (default 1e-4)")
@@ -63,29 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-n", type=int, help="held-out test images scored each epoch (0: none)")
     p.add_argument("--grid-n", type=int, help="images in each epoch's grid")
     p.add_argument("--amp", choices=["none", "bf16"])
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set arch_kwargs.n_blocks=4 (repeatable)")
-    add_runtime_args(p)
-    p.set_defaults(seed=None)
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--gan-mode", choices=["minimax", "non-saturating"],
+                   help="the generator's cGAN term: log(1 - D) (default, as specified) or -log D")
+    add_run_args(p, "arch_kwargs.n_blocks=4")
 
 
 def build_config(args: argparse.Namespace):
     from ..config import from_dict
-    from ..errors import ConfigError
     from ..training.purifier_config import PurifierConfig
 
-    cfg = load_yaml(args.config)
-    for flag, field in _FIELDS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            cfg[field] = value
-    cfg = apply_sets(cfg, args.set)
-    for required in ("dataset", "extractor"):
-        if required not in cfg:
-            raise ConfigError(f"--{required} is required (or give it in --config)")
+    cfg = config_from_args(args, _FIELDS, ("dataset", "extractor"))
     return from_dict(PurifierConfig, cfg, where="purifier config")
 
 

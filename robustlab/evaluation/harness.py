@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import attacks as rl_attacks
-from .._checks import check_images, check_labels
+from .._checks import check_images, check_int, check_labels
 from .._io import provenance
 from ..distributed import device_for, unshard, world
 from ..errors import ConfigError, InputError
@@ -90,7 +90,8 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
              n: int | None = None, batch_size: int = 256, device: str | torch.device | None = None,
              seed: int = 0, source: nn.Module | None = None, extractor: nn.Module | None = None,
              eot_samples: int = 10, progress: bool = False, sanity: bool = False,
-             check_large_eps: float | None = None, keep_adv: bool = False) -> EvalResult:
+             check_large_eps: float | None = None, keep_adv: bool = False,
+             attack: AttackSpec | str | dict | Sequence | None = None) -> EvalResult:
     """Score ``model`` on ``data`` clean and under each attack (see the module docstring).
 
     Args:
@@ -103,20 +104,30 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
         check_large_eps: also run PGD-20 white-box at this (large) eps on the first batch and warn
             unless accuracy falls near zero.
         keep_adv: keep the crafted examples (on the CPU) in ``result.adv``.
+        attack: one attack (or a list), the same as ``attacks`` (DESIGN.md's spelling).
     Returns: an :class:`EvalResult`.
     """
+    if attack is not None:  # DESIGN.md's rl.evaluate(model, data, attack=...)
+        attacks = [*attacks, *([attack] if isinstance(attack, (str, dict, AttackSpec)) else attack)]
     specs = [as_spec(a) for a in attacks]
     if len({s.key for s in specs}) != len(specs):
         raise ConfigError("two attacks share a label; give them distinct settings or labels")
+    check_int("batch_size", batch_size)
+    check_int("eot_samples", eot_samples)
     for s in specs:
         if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" and extractor is None:
             raise ConfigError(f"{s.name} needs a feature extractor (--extractor CKPT)")
-    if extractor is not None:  # say honestly whose features the label-free attack used
-        specs = [dataclasses.replace(s, threat=_extractor_threat(model, extractor))
-                 if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" else s for s in specs]
+    if extractor is not None:  # say honestly whose features the label-free attack used; the
+        # threat of an extractor attack is decided by the extractor, so duplicates collapse
+        specs = list({sp.key: sp for sp in (
+            dataclasses.replace(s, threat=_extractor_threat(model, extractor))
+            if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" else s
+            for s in reversed(specs))}.values())[::-1]
     w = world()
     device = device_for(w, torch.device(device) if device else _device_of(model))
     x_all, y_all = _tensors(data, n)
+    check_images(x_all, getattr(model, "in_channels", None))
+    check_labels(y_all, len(y_all), getattr(model, "num_classes", None))
     n_total = len(y_all)
     x_all, y_all = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
     model = model.to(device).eval()
@@ -133,9 +144,6 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
     for b, i in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
         x = x_all[i:i + batch_size].to(device)
         y = y_all[i:i + batch_size].to(device)
-        if b == 0:
-            check_images(x, getattr(model, "in_channels", None))
-            check_labels(y, len(y), getattr(model, "num_classes", None))
         t0 = time.perf_counter()
         with torch.no_grad():
             logits = model(x)
@@ -150,11 +158,15 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
                 warnings += large_eps_warnings(model, x, y, check_large_eps, seed)
         for a, s in enumerate(specs):
             t0 = time.perf_counter()
-            x_adv = _run(s, attacked[s.key], x, y, seed * _SEED_STRIDE + b * 7919 + a)
-            with torch.no_grad():
-                if THREAT_MODELS.get(s.threat).stochastic:
-                    torch.manual_seed(seed * _SEED_STRIDE + b)
-                adv_ok = scored[s.key](x_adv).argmax(1) == y
+            stochastic = THREAT_MODELS.get(s.threat).stochastic
+            with torch.random.fork_rng(devices=_rng_devices(device), enabled=stochastic):
+                # a stochastic defence's dropout masks come from seeded draws; the caller's
+                # global random state is put back afterwards
+                if stochastic:
+                    torch.manual_seed(seed * _SEED_STRIDE + b * 7919 + a)
+                x_adv = _run(s, attacked[s.key], x, y, seed * _SEED_STRIDE + b * 7919 + a)
+                with torch.no_grad():
+                    adv_ok = scored[s.key](x_adv).argmax(1) == y
             seconds[s.key] += time.perf_counter() - t0
             flags[s.key].append((clean & adv_ok).cpu())
             if keep_adv:
@@ -168,8 +180,14 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
     per_sample["worst"] = worst
     acc = {s.key: _mean(per_sample[s.key]) for s in specs}
     warnings += threat_warnings(specs, acc, n_total)
+    if any(s.threat == "eot" for s in specs) and not _has_dropout(model):
+        warnings.append({"check": "eot-on-deterministic-defence", "message": (
+            "EOT was asked for but the model has no dropout: every pass is the same, so the eot "
+            "numbers equal white-box ones at eot_samples times the cost")})
     config = {"n": n_total, "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
-              "device": str(device), "processes": w.size, "attacks": [_spec_dict(s) for s in specs]}
+              "device": str(device), "processes": w.size,
+              "seeds": "per batch b and attack a: seed * 1000003 + b * 7919 + a",
+              "attacks": [_spec_dict(s) for s in specs]}
     return EvalResult(n_total, _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
                       warnings, {k: round(v, 3) for k, v in seconds.items()}, config,
                       {k: unshard(torch.cat(v), w) for k, v in kept.items() if v})
@@ -218,10 +236,22 @@ def _run(spec: AttackSpec, module: nn.Module, x, y, seed: int) -> torch.Tensor:
         settings["seed"] = seed % (2**62)
     threat = THREAT_MODELS.get(spec.threat)
     if "early_stop" in fields and "early_stop" not in settings:
-        settings["early_stop"] = threat.early_stop_ok and _classifier_objective(settings)
-    if threat.stochastic:
-        torch.manual_seed(seed)  # dropout masks of the stochastic defence
+        settings["early_stop"] = _early_stop(spec)
     return rl_attacks.run_attack(spec.name, module, x, y, **settings)
+
+
+def _early_stop(spec: AttackSpec) -> bool:
+    """The harness keeps the first fooling iterate when the attacked module's predictions are the
+    scored ones (white-box, BPDA) and the objective is a classifier loss: cheaper, never weaker."""
+    return THREAT_MODELS.get(spec.threat).early_stop_ok and _classifier_objective(spec.settings)
+
+
+def _has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+
+def _rng_devices(device: torch.device) -> list:
+    return [device] if device.type == "cuda" else []
 
 
 def _classifier_objective(settings: dict) -> bool:
@@ -255,6 +285,16 @@ def _fmt(v: Any) -> str:
 
 
 def _spec_dict(s: AttackSpec) -> dict:
-    return {"label": s.key, "name": s.name, "threat": s.threat,
-            "settings": {k: (str(v) if isinstance(v, torch.Generator) else v)
-                         for k, v in s.settings.items()}}
+    """The attack as run: every setting after defaults (the seed is per batch, see config)."""
+    resolved = rl_attacks.effective_settings(s.name, **s.settings)
+    if "early_stop" in resolved and "early_stop" not in s.settings:
+        resolved["early_stop"] = _early_stop(s)
+    resolved.pop("generator", None)
+    resolved.pop("seed", None)
+    return {"label": s.key, "name": s.name, "threat": s.threat, "given": _plain(s.settings),
+            "settings": _plain(resolved)}
+
+
+def _plain(d: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
+            for k, v in d.items()}

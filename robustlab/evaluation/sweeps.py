@@ -14,29 +14,38 @@ from .harness import AttackSpec, evaluate
 from .sanity import monotonic_warnings
 
 
-def sweep(models: Mapping[str, nn.Module], data, attack: str, *, param: str, values: Sequence,
-          settings: dict | None = None, threat: str = "white-box", n: int | None = None,
-          seed: int = 0, batch_size: int = 256, device=None, progress: bool = False,
-          source: nn.Module | None = None, extractor: nn.Module | None = None) -> list[dict]:
-    """Robust accuracy of each model under ``attack`` for each value of setting ``param``.
+def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *, param: str,
+          values: Sequence, settings: dict | None = None,
+          attack_settings: Mapping[str, dict] | None = None, threat: str = "white-box", n: int | None = None, seed: int = 0, batch_size: int = 256,
+          device=None, progress: bool = False, source: nn.Module | None = None,
+          extractor: nn.Module | None = None) -> list[dict]:
+    """Robust accuracy of each model under each attack for each value of setting ``param``.
 
-    The same seed is used at every point so curves differ only by the swept setting. A value of 0
-    for eps is scored as clean accuracy. Returns rows {model, attack, threat, param, value, acc}.
+    ``attack`` is a name or a list of names; ``settings`` apply to every attack and
+    ``attack_settings`` (attack name -> settings) to one. The same seed is used at every point so curves differ only by
+    the swept setting. eps 0 is scored as clean accuracy. Returns rows {model, attack, threat,
+    param, value, acc, n}.
     """
+    attacks = [attack] if isinstance(attack, str) else list(attack)
     if not models:
         raise ConfigError("sweep needs at least one model")
     if not values:
         raise ConfigError(f"sweep needs at least one value of {param}")
+    if not attacks:
+        raise ConfigError("sweep needs at least one attack")
+    per_attack = {a: {**(settings or {}), **(attack_settings or {}).get(a, {})} for a in attacks}
     rows = []
     for name, model in models.items():
-        specs = [AttackSpec(attack, {**(settings or {}), param: v}, threat,
-                            label=f"{param}={v}") for v in values if not (param == "eps" and v == 0)]
+        specs = [AttackSpec(a, {**per_attack[a], param: v}, threat, label=f"{a}:{param}={v}")
+                 for a in attacks for v in values if not (param == "eps" and v == 0)]
         res = evaluate(model, data, specs, n=n, seed=seed, batch_size=batch_size, device=device,
                        progress=progress, source=source, extractor=extractor)
-        for v in values:
-            acc = res.clean_acc if (param == "eps" and v == 0) else res.acc[f"{param}={v}"]
-            rows.append({"model": name, "attack": attack, "threat": threat, "param": param,
-                         "value": v, "acc": acc, "n": res.n})
+        for a in attacks:
+            for v in values:
+                acc = (res.clean_acc if (param == "eps" and v == 0)
+                       else res.acc[f"{a}:{param}={v}"])
+                rows.append({"model": name, "attack": a, "threat": threat, "param": param,
+                             "value": v, "acc": acc, "n": res.n})
     return rows
 
 

@@ -95,16 +95,25 @@ def cgan_d_loss(critic: nn.Module, x_adv: torch.Tensor, x_clean: torch.Tensor,
     return 0.5 * (_bce(real, True) + _bce(fake, False))
 
 
-def cgan_g_loss(critic: nn.Module, x_adv: torch.Tensor, x_fake: torch.Tensor) -> torch.Tensor:
-    """Generator's cGAN term: BCE(D(x', G(x')), real), the non-saturating form of minimising
-    log(1 - D(x', G(x'))) (Goodfellow et al. 2014; Pix2Pix).
+GAN_MODES = ("minimax", "non-saturating")
 
-    The report's eq. 2 is misprinted ("1 - log D(x', G(x'))"); the intended term is
-    log(1 - D(x', G(x'))). The critic's parameters are kept out of the graph during the call (the
-    critic is frozen during the generator step); its train/eval mode is left as found.
+
+def cgan_g_loss(critic: nn.Module, x_adv: torch.Tensor, x_fake: torch.Tensor,
+                mode: str = "minimax") -> torch.Tensor:
+    """Generator's cGAN term, to be minimised (Goodfellow et al. 2014; Pix2Pix).
+
+    ``"minimax"`` (default, as REFERENCE.md specifies): log(1 - D(x', G(x'))), computed stably from
+    the critic's logits as -softplus(logit). ``"non-saturating"``: -log D(x', G(x')), i.e.
+    BCE(D(x', G(x')), real), which keeps gradients alive while the critic wins (Pix2Pix's code).
+    The report's eq. 2 is misprinted ("1 - log D(x', G(x'))"). The critic's parameters are kept
+    out of the graph during the call (frozen during the generator step); its mode is left as found.
     """
+    if mode not in GAN_MODES:
+        raise ConfigError(f"unknown gan_mode {mode!r}; valid: {', '.join(GAN_MODES)}")
     with _frozen(critic, eval_mode=False):
         logits = critic(x_adv, x_fake)
+    if mode == "minimax":
+        return -F.softplus(logits).mean()  # log(1 - sigmoid(l)) = -softplus(l)
     return _bce(logits, True)
 
 
@@ -128,6 +137,7 @@ class LossWeights:
 
 
 def generator_loss(weights: LossWeights, *, critic: nn.Module | None, extractor: nn.Module | None,
+                   gan_mode: str = "minimax",
                    x_adv: torch.Tensor, x_clean: torch.Tensor,
                    x_fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted generator objective of the SSR report (eq. 5; eq. 4 for the L1 preset).
@@ -147,7 +157,7 @@ def generator_loss(weights: LossWeights, *, critic: nn.Module | None, extractor:
     if weights.cgan:
         if critic is None:
             raise ConfigError("the cGAN weight is > 0 but no critic was given")
-        terms["cgan"] = cgan_g_loss(critic, x_adv, x_fake)
+        terms["cgan"] = cgan_g_loss(critic, x_adv, x_fake, gan_mode)
     if weights.l1:
         terms["l1"] = l1_loss(x_fake, x_clean)
     if weights.l2:

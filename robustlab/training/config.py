@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_positive, is_size
 from ..errors import ConfigError
 
 
@@ -99,9 +99,9 @@ class TrainConfig:
             check_positive("grad_clip", self.grad_clip)
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
-        if self.subset is not None and not _is_size(self.subset):
+        if self.subset is not None and not is_size(self.subset):
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
-        if self.val != 0 and not _is_size(self.val):
+        if self.val != 0 and not is_size(self.val):
             raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
         if isinstance(self.guards, dict):  # TrainConfig(guards={...}) from Python
             object.__setattr__(self, "guards", GuardConfig(**self.guards))
@@ -110,11 +110,3 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
-
-
-def _is_size(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int):
-        return v >= 1
-    return isinstance(v, float) and 0 < v <= 1

@@ -17,11 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import models as rl_models
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_positive, is_size
 from ..config import from_dict
 from ..data.presets import refuse_flips
 from ..errors import ConfigError, InputError, TrainingDiverged
-from .config import _is_size
 from .contrastive import TEMPERATURE, ProjectionModel, contrastive_preset
 from .contrastive_bn import convert_dual_bn, export_branch
 from .contrastive_methods import PRETRAIN_METHODS, ContrastiveAttack
@@ -91,10 +90,10 @@ class PretrainConfig:
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of the run in (0, 1), got "
                               f"{self.milestones}")
-        if self.subset is not None and not _is_size(self.subset):
+        if self.subset is not None and not is_size(self.subset):
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got "
                               f"{self.subset!r}")
-        if self.val != 0 and not _is_size(self.val):
+        if self.val != 0 and not is_size(self.val):
             raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got "
                               f"{self.val!r}")
         check_int("seed", self.seed, 0)
@@ -181,7 +180,10 @@ def save_encoder(net: ProjectionModel, spec: dict[str, Any], path: Path, *, dual
     encoder = net.encoder
     if dual_bn:
         with torch.random.fork_rng(devices=[]):  # building the plain model must not move the RNG
-            plain = rl_models.create(spec["name"], **spec["kwargs"])
+            kwargs = dict(spec["kwargs"])
+            if "pretrained" in kwargs:  # its weights are overwritten at once: fetch nothing
+                kwargs["pretrained"] = False
+            plain = rl_models.create(spec["name"], **kwargs)
         encoder = export_branch(net.encoder, plain, "adv")
     return rl_models.save(encoder, path, role="contrastive encoder (final Linear untrained)",
                           bn_branch="adv" if dual_bn else "shared", **meta)

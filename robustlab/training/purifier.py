@@ -80,16 +80,17 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
         check_defended(generator, classifier, cfg.classifier or cfg.extractor, train_data)
     preset, flip = augmenter(cfg, train_data)
 
-    out_dir = RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite)
-    if overwrite:  # the previous run's grids (RunDir removes the files it knows by name)
-        for old in out_dir.path.glob("grid_epoch*.png"):
-            old.unlink()
+    out_dir = RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite, defer=True)
     betas = tuple(cfg.betas)
     parts = GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
                      torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
-                     extractor, perceptual)
+                     extractor, perceptual, cfg.gan_mode)
     amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
     monitor = _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype)
+    out_dir.create()  # only now: a run that fails to start leaves the directory as it was
+    if overwrite:  # the previous run's grids (RunDir removes the files it knows by name)
+        for old in out_dir.path.glob("grid_epoch*.png"):
+            old.unlink()
     start = 0
     if resume and has_state(out_dir.path / "last"):
         start, _, _ = load_state(out_dir.path / "last", modules={"G": generator, "D": critic},

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_positive, is_size
 from ..errors import ConfigError
 
 NRP_PRESET = "NRP"  # the loss preset ``arch="nrp"`` defaults to
@@ -68,6 +68,7 @@ class PurifierConfig:
     grid_n: int = 8
     seed: int = 0
     amp: Literal["none", "bf16"] = "none"
+    gan_mode: Literal["minimax", "non-saturating"] = "minimax"  # generator term: log(1 - D) or -log D
 
     def __post_init__(self) -> None:
         for name in ("extractor_blocks", "steps", "epochs", "batch_size", "grid_n"):
@@ -84,7 +85,7 @@ class PurifierConfig:
             check_positive("step_size", self.step_size)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
-        if self.subset is not None and not _is_size(self.subset):
+        if self.subset is not None and not is_size(self.subset):
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
@@ -140,11 +141,3 @@ class PurifierConfig:
 
     def replace(self, **changes: Any) -> "PurifierConfig":
         return dataclasses.replace(self, **changes)
-
-
-def _is_size(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int):
-        return v >= 1
-    return isinstance(v, float) and 0 < v <= 1

@@ -31,6 +31,7 @@ class GanParts:
     weights: LossWeights
     extractor: nn.Module
     perceptual: nn.Module
+    gan_mode: str = "minimax"  # the generator's cGAN term: log(1 - D) or non-saturating -log D
 
 
 def _finite(value: torch.Tensor | float, which: str, where: str) -> None:
@@ -59,6 +60,7 @@ def generator_step(parts: GanParts, x_adv: torch.Tensor, x: torch.Tensor, fake: 
     """Update G on the weighted loss (SSR eq. 5); the critic's parameters are kept out of the
     graph (``cgan_g_loss`` freezes them), so D is untouched. Returns the loss terms as floats."""
     total, logs = generator_loss(parts.weights, critic=parts.critic, extractor=parts.perceptual,
+                                 gan_mode=parts.gan_mode,
                                  x_adv=x_adv, x_clean=x, x_fake=fake)
     _finite(logs["total"], "generator", where)
     parts.opt_g.zero_grad(set_to_none=True)
