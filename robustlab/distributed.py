@@ -132,3 +132,12 @@ def all_sum(t: torch.Tensor, w: World) -> torch.Tensor:
     if w.size > 1:
         dist.all_reduce(t)
     return t
+
+
+def require_single_process(what: str) -> None:
+    """Refuse to run ``what`` under torchrun with several processes (they would all write)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} runs in one process; start it without torchrun "
+                          "(train and evaluate support several processes)")

@@ -199,3 +199,14 @@ def test_training_under_torchrun_matches_one_process(tmp_path):
     assert all(torch.allclose(w1[k], w2[k], atol=1e-4) for k in w1)
     lines = (tmp_path / "two/metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1  # written once, by rank 0
+
+
+def test_single_process_trainers_refuse_torchrun(monkeypatch, tmp_path):
+    from robustlab.training import PretrainConfig, PurifierConfig, pretrain, train_purifier
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="runs in one process"):
+        pretrain(PretrainConfig(dataset="synthetic", model="small-cnn"), tmp_path / "p")
+    with pytest.raises(ConfigError, match="runs in one process"):
+        train_purifier(PurifierConfig(dataset="synthetic", extractor="x"), tmp_path / "q")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()

@@ -20,6 +20,7 @@ from .. import models as rl_models
 from .._checks import check_int, check_positive, is_size
 from ..config import from_dict
 from ..data.presets import refuse_flips
+from ..distributed import require_single_process
 from ..errors import ConfigError, InputError, TrainingDiverged
 from .contrastive import TEMPERATURE, ProjectionModel, contrastive_preset
 from .contrastive_bn import convert_dual_bn, export_branch
@@ -135,6 +136,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     Implements SimCLR (Chen et al. 2020) and ACL's A2A, A2S and dual-stream (Jiang et al. 2020).
     Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
     """
+    require_single_process("contrastive pre-training")
     method = PRETRAIN_METHODS.get(cfg.method)
     # checks now, writes once everything is built: a run that fails to start leaves nothing
     out_dir = RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite, defer=True)

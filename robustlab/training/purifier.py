@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import data as rl_data
 from .. import models as rl_models
+from ..distributed import require_single_process
 from ..errors import TrainingDiverged
 from .purifier_config import PurifierConfig
 from .purifier_monitor import Monitor, first_images, held_out
@@ -64,6 +65,7 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     Returns:
         The final metrics line.
     """
+    require_single_process("the purifier trainer")
     device = resolve_device(device)
     check_sizes(cfg, cfg.image_size)
     train_data = training_data(cfg, data_root)
