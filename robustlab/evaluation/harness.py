@@ -234,7 +234,6 @@ def _run(spec: AttackSpec, module: nn.Module, x, y, seed: int) -> torch.Tensor:
     fields = {f.name for f in dataclasses.fields(rl_attacks.ATTACKS.get(spec.name).settings)}
     if "seed" in fields and "generator" not in settings and settings.get("seed") is None:
         settings["seed"] = seed % (2**62)
-    threat = THREAT_MODELS.get(spec.threat)
     if "early_stop" in fields and "early_stop" not in settings:
         settings["early_stop"] = _early_stop(spec)
     return rl_attacks.run_attack(spec.name, module, x, y, **settings)
