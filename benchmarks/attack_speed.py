@@ -15,6 +15,8 @@ The lead runs the full-size measurement (default: CIFAR-style ResNet18, batch 32
 
     python benchmarks/attack_speed.py --device cuda --amp bf16 --channels-last
     python benchmarks/attack_speed.py --model small-cnn --width 0.25 --repeats 1   # smoke test
+    python benchmarks/attack_speed.py --checkpoint runs/issue2/small-cnn/model.safetensors \
+        --batch 256 --eps 0.1 --steps 20      # a trained model that PGD breaks: early stop pays
 """
 from __future__ import annotations
 
@@ -158,6 +160,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=50,
                     help="quick training on the synthetic set first (0: untrained)")
+    ap.add_argument("--checkpoint", help="attack this trained robustlab checkpoint instead "
+                    "(with --dataset: its first --batch test images)")
+    ap.add_argument("--dataset", default=None, help="dataset of --checkpoint (default: recorded)")
     args = ap.parse_args()
     run(args)
 
@@ -165,10 +170,20 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     device, amp = torch.device(args.device), AMP[args.amp]
     torch.manual_seed(args.seed)
-    model, origin = build_model(args.model, args.width)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=fmt).eval()
-    x, y, how = prepare(model, args, device)
+    if args.checkpoint:  # a trained model on its own test split
+        import robustlab.data as rd
+        from robustlab.models import load
+
+        model = load(args.checkpoint).to(device, memory_format=fmt).eval()
+        dataset = args.dataset or model.robustlab_meta["meta"]["dataset"]
+        test = rd.load(dataset, "test")
+        x, y = test.images[:args.batch].float().div(255).to(device), test.labels[:args.batch].to(device)
+        origin, how = f"checkpoint {args.checkpoint}", f"the first {args.batch} {dataset} test images"
+    else:
+        model, origin = build_model(args.model, args.width)
+        model = model.to(device, memory_format=fmt).eval()
+        x, y, how = prepare(model, args, device)
     x = x.contiguous(memory_format=fmt)
     eps, steps, alpha = args.eps, args.steps, args.eps / 4
     gen = lambda: torch.Generator(device=device).manual_seed(args.seed)  # noqa: E731

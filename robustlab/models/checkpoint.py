@@ -13,7 +13,6 @@ overwritten by a different save, is reported instead of being loaded.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import _json_default, atomic_path, provenance, write_json
+from .._io import _json_default, atomic_path, provenance, sha256_file, write_json
 from ..errors import CheckpointError, ConfigError, RobustlabError
 from .factory import MODELS, attach_spec, create
 
@@ -52,14 +51,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
@@ -97,7 +88,7 @@ def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
 
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
     write_json(sidecar, {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "kind": spec["kind"], "name": spec["name"], "kwargs": spec["kwargs"], "meta": meta,
@@ -170,7 +161,7 @@ def _build(doc: dict[str, Any], sidecar: Path) -> nn.Module:
 
 def _read_tensors(weights: Path, doc: dict[str, Any], sidecar: Path) -> dict[str, torch.Tensor]:
     expected = doc.get("weights_sha256")
-    if expected is not None and _sha256(weights) != expected:
+    if expected is not None and sha256_file(weights) != expected:
         raise CheckpointError(f"{weights} does not match {sidecar.name} (checksum differs): the "
                               "file is truncated or corrupt, or was overwritten by another save; "
                               "re-save or re-copy both files")

@@ -19,7 +19,6 @@ original layout, so older states still load) and ``modules.<name>.*`` /
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._io import atomic_path, write_json
+from .._io import atomic_path, sha256_file, write_json
 from ..errors import CheckpointError, ConfigError
 
 FORMAT = "robustlab-train-state"
@@ -92,7 +91,7 @@ def save_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(flat, str(tmp))
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
     # the JSON names the exact tensors file it belongs to: an interruption between the two
     # renames is caught on load instead of resuming new weights with an old epoch count
     meta: dict[str, Any] = {"format": FORMAT, "epoch": epoch, "tensors_sha256": digest}
@@ -123,7 +122,7 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
                               "Start again with --overwrite.") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a robustlab training state")
-    if "tensors_sha256" in meta and meta["tensors_sha256"] != _sha256(weights_path):
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != sha256_file(weights_path):
         raise CheckpointError(f"{weights_path} does not belong to {meta_path} (the run was "
                               "interrupted while saving); start again with --overwrite")
     mods = _modules(model, modules)
@@ -175,14 +174,6 @@ def _load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], p
         for name, val in pstate.items():
             if isinstance(val, torch.Tensor) and name != "step":
                 pstate[name] = val.to(param.device)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def has_state(stem: str | Path) -> bool:

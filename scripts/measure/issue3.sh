@@ -34,3 +34,6 @@ $RL score "${advs[@]}" --model "vgg16=$M/vgg16/model.safetensors" \
   --model "vgg19=$M/vgg19/model.safetensors" --model "resnet18=$M/resnet18/model.safetensors" \
   --out "$OUT/table1"
 .venv/bin/python benchmarks/attack_speed.py --repeats 5
+# early stop on a model PGD mostly breaks (the small-cnn above, eps 0.1, PGD-20)
+.venv/bin/python benchmarks/attack_speed.py --checkpoint "$M/small-cnn/model.safetensors" \
+  --batch 256 --eps 0.1 --steps 20 --repeats 3
