@@ -59,3 +59,18 @@ def test_step_schedule_and_warmup():
     assert lr_factor(warm, 0, 100) == pytest.approx(0.1)
     assert lr_factor(warm, 9, 100) == pytest.approx(1.0)
     assert lr_factor(warm, 50, 100) == 1.0
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from robustlab._io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".r.json.*"))  # no temporary file left behind
