@@ -45,6 +45,8 @@ def same(a, b):
 def script_overfit(monkeypatch, accs):
     it = iter(accs)
     monkeypatch.setattr(guards_mod.OverfitGuard, "measure", lambda self, run: next(it))
+    # FGSM never above PGD here: these tests script the between-epoch fall alone
+    monkeypatch.setattr(guards_mod.OverfitGuard, "measure_fgsm", lambda self, run: 0.0)
 
 
 def test_scripted_drop_restores_previous_weights_and_stops(tmp_path, monkeypatch):
@@ -168,3 +170,15 @@ def test_real_guard_measures_and_defaults(tmp_path):
 def test_bad_guard_settings(kw, match):
     with pytest.raises(ConfigError, match=match):
         GuardConfig(**kw)
+
+
+def test_fgsm_far_above_pgd_marks_overfitting_within_the_first_epoch(tmp_path, monkeypatch):
+    """No fall between epochs (robustness never formed), but FGSM 0.7 vs PGD 0.05: flagged."""
+    monkeypatch.setattr(guards_mod.OverfitGuard, "measure", lambda self, run: 0.05)
+    monkeypatch.setattr(guards_mod.OverfitGuard, "measure_fgsm", lambda self, run: 0.7)
+    c = cfg(guards={"overfit_action": "warn", "robust_val": False})
+    with pytest.warns(RuntimeWarning, match="FGSM accuracy 0.700 exceeds PGD accuracy 0.050"):
+        train(c, tmp_path / "r", progress=False)
+    got = lines(tmp_path / "r")
+    assert all(m["catastrophic_overfitting"] for m in got)
+    assert got[0]["overfit_fgsm_acc"] == 0.7 and got[0]["overfit_pgd_acc"] == 0.05

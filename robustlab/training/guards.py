@@ -27,7 +27,7 @@ import torch
 from .. import data as rl_data
 from .. import models as rl_models
 from ..distributed import world
-from ..attacks import pgd
+from ..attacks import fgsm, pgd
 from ..attacks.mode import frozen_eval
 from .config import TrainConfig
 
@@ -73,18 +73,37 @@ class OverfitGuard:
         return robust_accuracy(run.model, batch, eps=self.eps, steps=self.g.steps,
                                seed=self.seed, device=run.device)
 
+    def measure_fgsm(self, run: Any) -> float:
+        """FGSM accuracy on the same batch: far above the PGD accuracy is the other signature of
+        catastrophic overfitting (Kim et al. 2020), one that shows even within the first epoch."""
+        batch = run.train_data.select(list(range(min(self.g.overfit_n, len(run.train_data)))))
+        correct = 0
+        for x, y in rl_data.batches(batch, 256, shuffle=False, device=run.device):
+            x_adv = fgsm(run.model, x, y, eps=self.eps)
+            with frozen_eval(run.model), torch.no_grad():
+                correct += int(((run.model(x).argmax(1) == y)
+                                & (run.model(x_adv).argmax(1) == y)).sum())
+        return correct / max(len(batch), 1)
+
     def __call__(self, run: Any, epoch: int, metrics: dict[str, Any]) -> str | None:
         acc = self.measure(run)
+        fgsm_acc = self.measure_fgsm(run)
         metrics["overfit_pgd_acc"] = acc
+        metrics["overfit_fgsm_acc"] = fgsm_acc
         prev = run.meta.get("overfit_pgd_acc")
-        if prev is None or prev - acc <= self.g.overfit_drop:
+        fell = prev is not None and prev - acc > self.g.overfit_drop
+        gap = fgsm_acc - acc > self.g.overfit_gap
+        if not (fell or gap):
             run.meta["overfit_pgd_acc"] = acc
             return None
         metrics["catastrophic_overfitting"] = True
         restore = self.g.overfit_action == "restore"
+        why = (f"PGD accuracy on a fixed training batch fell from {prev:.3f} to {acc:.3f} (more "
+               f"than {self.g.overfit_drop:g})" if fell else
+               f"FGSM accuracy {fgsm_acc:.3f} exceeds PGD accuracy {acc:.3f} on a fixed training "
+               f"batch by more than {self.g.overfit_gap:g}")
         warnings.warn(
-            f"catastrophic overfitting in epoch {epoch + 1}: PGD accuracy on a fixed training "
-            f"batch fell from {prev:.3f} to {acc:.3f} (more than {self.g.overfit_drop:g}); "
+            f"catastrophic overfitting in epoch {epoch + 1}: {why}; "
             + (f"restoring the weights of epoch {epoch} and stopping" if restore else
                "training goes on (guards.overfit_action=warn)"), RuntimeWarning, stacklevel=2)
         if restore:
