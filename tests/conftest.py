@@ -32,3 +32,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def interrupt_in_epoch(monkeypatch, module, attr: str, epoch: int, batch: int,
+                       counts=lambda args, kwargs: bool(kwargs.get("shuffle"))):
+    """Make ``module.attr`` (a trainer's batch iterator) raise KeyboardInterrupt, as Ctrl-C would,
+    at batch ``batch`` (0-based) of its ``epoch``-th counted call (1-based; by default only the
+    shuffled, i.e. training, calls count). Returns a function that puts the real iterator back."""
+    real = getattr(module, attr)
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += counts(args, kwargs)
+        for i, item in enumerate(real(*args, **kwargs)):
+            if calls["n"] == epoch and i == batch:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(module, attr, interrupting)
+    return lambda: monkeypatch.setattr(module, attr, real)

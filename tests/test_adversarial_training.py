@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from conftest import interrupt_in_epoch
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -183,20 +184,10 @@ def test_resume_mid_adversarial_training_equals_uninterrupted(tmp_path, monkeypa
     c = cfg(method=method, method_args=args, epochs=3, subset=48, batch_size=16, val=8,
             guards={"overfit_n": 8})
     train(c, tmp_path / "full", progress=False)
-    real = rl_data.batches
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):  # Ctrl-C in the middle of the second epoch's training
-        calls["n"] += bool(k.get("shuffle"))
-        for i, b in enumerate(real(*a, **k)):
-            if calls["n"] == 2 and i == 1:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(rl_data, "batches", interrupting)
+    restore = interrupt_in_epoch(monkeypatch, rl_data, "batches", 2, 1)
     with pytest.raises(KeyboardInterrupt):
         train(c, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(rl_data, "batches", real)
+    restore()
     train(c, tmp_path / "cut", resume=True, progress=False)
     for name in ("model.safetensors", "best.safetensors"):
         wf, wc = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "cut" / name))

@@ -4,6 +4,7 @@ import json
 import warnings
 
 import pytest
+from conftest import interrupt_in_epoch
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -104,20 +105,10 @@ def test_best_checkpoint_tracks_best_robust_val_acc_and_survives_resume(tmp_path
     scripted_val(monkeypatch, {0: 0.3, 1: 0.5, 2: 0.4, 3: 0.45})
     c = cfg(guards={"overfit_check": False})
     snaps = Snapshots()
-    real = rl_data.batches
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):  # Ctrl-C in epoch 4, after best (2) and a worse epoch (3)
-        calls["n"] += bool(k.get("shuffle"))
-        for i, b in enumerate(real(*a, **k)):
-            if calls["n"] == 4 and i == 1:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(rl_data, "batches", interrupting)
+    restore = interrupt_in_epoch(monkeypatch, rl_data, "batches", 4, 1)
     with pytest.raises(KeyboardInterrupt):
         train(c, tmp_path / "r", progress=False, hooks=[snaps])
-    monkeypatch.setattr(rl_data, "batches", real)
+    restore()
     best = tmp_path / "r/best.safetensors"
     assert same(snaps.by_epoch[2], load_file(str(best)))
     assert json.loads((tmp_path / "r/best.json").read_text())["meta"]["metrics"]["epoch"] == 2

@@ -3,6 +3,7 @@ and the CLI's refusals."""
 import json
 
 import pytest
+from conftest import interrupt_in_epoch
 import torch
 from safetensors.torch import load_file
 
@@ -90,20 +91,11 @@ def test_labels_are_never_read(tmp_path, monkeypatch):
 def test_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     c = pcfg(epochs=2, optimizer="sgd", lr=0.05)
     pretrain(c, tmp_path / "full", progress=False)
-    real = ct.image_batches
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):  # Ctrl-C during the second epoch
-        calls["n"] += 1
-        for i, x in enumerate(real(*a, **k)):
-            if calls["n"] == 2 and i == 1:
-                raise KeyboardInterrupt
-            yield x
-
-    monkeypatch.setattr(ct, "image_batches", interrupting)
+    restore = interrupt_in_epoch(monkeypatch, ct, "image_batches", 2, 1,
+                                 counts=lambda a, k: 1)
     with pytest.raises(KeyboardInterrupt):
         pretrain(c, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(ct, "image_batches", real)
+    restore()
     assert models.read_meta(tmp_path / "cut/encoder.json")["meta"]["metrics"]["epoch"] == 1
     pretrain(c, tmp_path / "cut", resume=True, progress=False)
     a, b = load_file(str(tmp_path / "full/last.safetensors")), \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import interrupt_in_epoch
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -137,20 +138,10 @@ def test_critic_step_leaves_generator_and_generator_step_leaves_critic(ckpts):
 def test_interrupted_then_resumed_equals_uninterrupted(ckpts, tmp_path, monkeypatch):
     c = cfg(ckpts, epochs=2, subset=48, val_n=8, grid_n=2)
     train_purifier(c, tmp_path / "full", progress=False)
-    real = rl_data.batches
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):  # Ctrl-C in the middle of the second epoch
-        calls["n"] += bool(k.get("shuffle"))
-        for i, b in enumerate(real(*a, **k)):
-            if calls["n"] == 2 and i == 1:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(rl_data, "batches", interrupting)
+    restore = interrupt_in_epoch(monkeypatch, rl_data, "batches", 2, 1)
     with pytest.raises(KeyboardInterrupt):
         train_purifier(c, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(rl_data, "batches", real)
+    restore()
     assert json.loads((tmp_path / "cut/last.json").read_text())["epoch"] == 1
     train_purifier(c, tmp_path / "cut", resume=True, progress=False)
     for name in ("purifier", "critic"):

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from conftest import free_port as _free_port
+from conftest import interrupt_in_epoch
 import torch
 from safetensors.torch import load_file
 
@@ -62,20 +63,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, op
     c = cfg(epochs=3, optimizer=optimizer, lr=0.003 if optimizer == "adam" else 0.05)
     train(c, tmp_path / "full", progress=False)
 
-    real_batches = rl_data.batches
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):  # Ctrl-C in the middle of the second training epoch
-        calls["n"] += bool(k.get("shuffle"))
-        for i, b in enumerate(real_batches(*a, **k)):
-            if calls["n"] == 2 and i == 3:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(rl_data, "batches", interrupting)
+    restore = interrupt_in_epoch(monkeypatch, rl_data, "batches", 2, 3)  # mid second epoch
     with pytest.raises(KeyboardInterrupt):
         train(c, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(rl_data, "batches", real_batches)
+    restore()
     # the last saved state stays loadable and is epoch 1's
     assert models.load(tmp_path / "cut/model.safetensors").robustlab_meta["meta"]["metrics"]["epoch"] == 1
     train(c, tmp_path / "cut", resume=True, progress=False)
