@@ -51,3 +51,13 @@ def interrupt_in_epoch(monkeypatch, module, attr: str, epoch: int, batch: int,
 
     monkeypatch.setattr(module, attr, interrupting)
     return lambda: monkeypatch.setattr(module, attr, real)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one OpenMP thread (two threads on two shared, busy cores are
+    many times slower than one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -86,6 +86,17 @@ def apply_sets(cfg: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
     return cfg
 
 
+def add_optim_args(p: argparse.ArgumentParser) -> None:
+    """Optimiser and learning-rate schedule flags (fields of TrainConfig and PretrainConfig)."""
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"])
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--grad-clip", type=float)
+
+
 def add_run_args(p: argparse.ArgumentParser, set_example: str) -> None:
     """The flags every training command shares: --set, runtime, --out, --resume, --overwrite."""
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

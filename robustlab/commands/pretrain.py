@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_run_args, config_from_args, number, size
+from .common import add_data_args, add_optim_args, add_run_args, config_from_args, number, size
 
 NAME = "pretrain"
 ORDER = 12
@@ -26,13 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(see `robustlab list pretrain-methods`)")
     p.add_argument("--epochs", type=int, help="default 10 (the seed report's)")
     p.add_argument("--batch-size", type=int, help="images per batch, >= 2 (default 256)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["cosine", "step", "constant"])
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--grad-clip", type=float)
+    add_optim_args(p)
     p.add_argument("--subset", type=size,
                    help="pre-train on a count (20000) or fraction of the split")
     p.add_argument("--val", type=size, help="hold-out kept away from pre-training, as in `train`")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_run_args, config_from_args, number, size
+from .common import add_data_args, add_optim_args, add_run_args, config_from_args, number, size
 
 NAME = "train"
 ORDER = 10
@@ -29,13 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=float, help="channel multiplier (e.g. 0.25 for CPU runs)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["cosine", "step", "constant"])
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--grad-clip", type=float)
+    add_optim_args(p)
     p.add_argument("--subset", type=size, help="train on a count (20000) or fraction (0.3) of the split")
     p.add_argument("--val", type=size, help="validation hold-out: count or fraction (0 for none)")
     p.add_argument("--augment", help="augmentation preset (default: the dataset's)")
