@@ -183,6 +183,12 @@ def test_threat_and_monotonic_warnings():
     acc = {specs[0].key: 0.5, specs[1].key: 0.3}
     assert [w["check"] for w in threat_warnings(specs, acc, 1000)] == ["transfer-stronger-than-white-box"]
     assert threat_warnings(specs, {specs[0].key: 0.3, specs[1].key: 0.5}, 1000) == []
+    # list-valued settings (autoattack's attacks=[...] from --attack-set) are compared too
+    aa = [AttackSpec("autoattack", {"eps": 0.1, "attacks": ["apgd-ce"]}),
+          AttackSpec("autoattack", {"eps": 0.1, "attacks": ["apgd-ce"]}, "bpda"),
+          AttackSpec("autoattack", {"eps": 0.1, "attacks": ["apgd-t"]}, "transfer")]
+    acc = {aa[0].key: 0.5, aa[1].key: 0.2, aa[2].key: 0.1}
+    assert [w["attack"] for w in threat_warnings(aa, acc, 1000)] == [aa[1].key]
     rows = [{"model": "m", "attack": "pgd", "threat": "white-box", "param": "eps", "value": v, "acc": a}
             for v, a in [(0.0, 0.9), (0.1, 0.4), (0.2, 0.6)]]
     w = monotonic_warnings(rows)

@@ -66,11 +66,14 @@ def threat_warnings(specs: Sequence, acc: dict[str, float], n: int) -> list[dict
     """An attack under another threat model beating the same attack white-box means the white-box
     gradients are poor (transfer stronger than white-box is the classic symptom)."""
     tol = max(0.005, 1.0 / max(n, 1))
-    white = {(s.name, tuple(sorted(s.settings.items(), key=str))): s.key
-             for s in specs if s.threat == "white-box"}
+
+    def same_attack(s) -> tuple:  # settings may hold lists (e.g. autoattack's attacks): key by repr
+        return s.name, tuple(sorted((k, repr(v)) for k, v in s.settings.items()))
+
+    white = {same_attack(s): s.key for s in specs if s.threat == "white-box"}
     out = []
     for s in specs:
-        key = (s.name, tuple(sorted(s.settings.items(), key=str)))
+        key = same_attack(s)
         if s.threat != "white-box" and key in white and acc[s.key] < acc[white[key]] - tol:
             out.append(_warn(f"{s.threat}-stronger-than-white-box",
                              f"{s.key} ({acc[s.key]:.1%}) is stronger than the same attack white-box "
