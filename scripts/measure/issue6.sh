@@ -192,6 +192,12 @@ def acc(d, attack, threat=None):
                 return v
     return None
 DEF = {"none": "no defence", "NRP": "NRP", "B3": "ours (B3)"}
+def t4_cell(r, attack, defence):
+    """gray-box (white-box / BPDA / transfer); undefended: white-box (transfer)."""
+    if defence == "none":
+        return f"{pct(acc(r, attack, 'white-box'))} ({pct(acc(r, attack, 'transfer'))})"
+    return (f"{pct(acc(r, attack, 'gray-box'))} ({pct(acc(r, attack, 'white-box'))} / "
+            f"{pct(acc(r, attack, 'bpda'))} / {pct(acc(r, attack, 'transfer'))})")
 print(f"# Issue 6 on Fashion-MNIST (width {width}; purifiers: {subset} of train, {epochs} epochs, "
       f"FD-{fd_steps} training adversaries; {n_eval} test images)\n")
 print("## Table 3: clean / feature-distortion accuracy (%), FD eps 16/255, 20 steps, VGG19 2 blocks\n")
@@ -218,12 +224,7 @@ for d in ("none", "NRP", "B3"):
     cells = [pct(ev(f"t4_{d}_8") and ev(f"t4_{d}_8")["clean_acc"])]
     for attack in ("fgsm", "pgd"):
         for e in ("8", "16"):
-            r = ev(f"t4_{d}_{e}")
-            if d == "none":
-                cells.append(f"{pct(acc(r, attack, 'white-box'))} ({pct(acc(r, attack, 'transfer'))})")
-            else:
-                cells.append(f"{pct(acc(r, attack, 'gray-box'))} ({pct(acc(r, attack, 'white-box'))} / "
-                             f"{pct(acc(r, attack, 'bpda'))} / {pct(acc(r, attack, 'transfer'))})")
+            cells.append(t4_cell(ev(f"t4_{d}_{e}"), attack, d))
     print(f"| {DEF[d]} | " + " | ".join(cells) + " |")
 print("\nThe report's PGD (step 0.1, no random start, 20 steps); same cell layout:\n")
 print("| defence | PGD 8 | PGD 16 |")
@@ -231,12 +232,7 @@ print("|---|---:|---:|")
 for d in ("none", "NRP", "B3"):
     cells = []
     for e in ("8", "16"):
-        r = ev(f"t4paper_{d}_{e}")
-        if d == "none":
-            cells.append(f"{pct(acc(r, 'pgd', 'white-box'))} ({pct(acc(r, 'pgd', 'transfer'))})")
-        else:
-            cells.append(f"{pct(acc(r, 'pgd', 'gray-box'))} ({pct(acc(r, 'pgd', 'white-box'))} / "
-                         f"{pct(acc(r, 'pgd', 'bpda'))} / {pct(acc(r, 'pgd', 'transfer'))})")
+        cells.append(t4_cell(ev(f"t4paper_{d}_{e}"), "pgd", d))
     print(f"| {DEF[d]} | " + " | ".join(cells) + " |")
 print(f"\n## AutoAttack's APGD-CE + APGD-T (eps 8/255, white-box through the whole pipeline), "
       f"first {n_aa} test images\n")
