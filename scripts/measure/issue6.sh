@@ -2,7 +2,7 @@
 # Issue 6 measurements: the SSR purifier (Alg. 2) and NRP on Fashion-MNIST, CPU-sized.
 #
 #   bash scripts/measure/issue6.sh            # about 85 min on an idle 2-core CPU (sizes below)
-#   SMOKE=1 bash scripts/measure/issue6.sh    # a minute or two: everything shrunk, numbers meaningless
+#   SMOKE=1 bash scripts/measure/issue6.sh    # about 5 min: everything shrunk, numbers meaningless
 #
 # What it does (re-runnable: every training resumes and every evaluation is cached under $OUT):
 #  1. classifiers vgg16 / vgg19 / resnet18 at width 0.25 (reused from runs/issue2 or runs/issue3
