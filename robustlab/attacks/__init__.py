@@ -13,14 +13,15 @@ from .catalog import ATTACKS, AttackEntry, attack_settings, describe, register_a
 from .engine import pgd
 from .distortion import feature_distortion
 from .one_step import fast_fgsm, fgsm
-from .geometry import NORMS, ThreatModel, ascent_step, project, random_start
+from .geometry import DEFAULT_STEP, NORMS, ThreatModel, ascent_step, project, random_start
 from .mode import frozen_eval
 from .objectives import OBJECTIVES, LogitObjective, register_objective
 from . import builtin as _builtin  # noqa: F401  (registers the named attacks)
-from .builtin import DEFAULT_STEP, effective_settings
+from .builtin import effective_settings
 
 __all__ = [
-    "ATTACKS", "DEFAULT_STEP", "OBJECTIVES", "effective_settings", "NORMS", "AttackEntry", "LogitObjective", "MissingDependency",
+    "ATTACKS", "DEFAULT_STEP", "NORMS", "OBJECTIVES", "AttackEntry", "LogitObjective",
+    "MissingDependency", "effective_settings",
     "ThreatModel", "ascent_step", "attack_settings", "autoattack", "describe", "fast_fgsm",
     "feature_distortion", "fgsm", "frozen_eval", "pgd", "project", "random_start",
     "register_attack", "register_objective", "run_attack",

@@ -11,6 +11,7 @@ import torch
 from .autoattack_adapter import autoattack
 from .catalog import generator_for, opt, register_attack
 from .engine import pgd
+from .geometry import DEFAULT_STEP
 from .distortion import feature_distortion
 from .one_step import fast_fgsm, fgsm
 
@@ -95,7 +96,7 @@ def _fast_fgsm(model, x, y, *, seed, generator, **s):
 
 @register_attack("pgd", PGDSettings, help="PGD with random start (Madry et al. 2018)")
 def _pgd(model, x, y, *, step_size, seed, generator, **s):
-    step = step_size if step_size is not None else _default_step(s["eps"], 1 / DEFAULT_STEP["pgd"])
+    step = step_size if step_size is not None else _default_step(s["eps"], DEFAULT_STEP["pgd"])
     return pgd(model, x, y, step_size=step, generator=generator_for(x, seed, generator), **s)
 
 
@@ -112,16 +113,12 @@ def _autoattack(model, x, y, **s):
     return autoattack(model, x, y, **s)
 
 
-def _default_step(eps: Any, div: float) -> Any:
-    """eps / div, or eps itself when it is not a number (pgd then reports it clearly)."""
+def _default_step(eps: Any, fraction: float) -> Any:
+    """eps * fraction, or eps itself when it is not a number (pgd then reports it clearly)."""
     try:
-        return float(eps) / div or 1.0
+        return float(eps) * fraction or 1.0
     except (TypeError, ValueError):
         return eps
-
-
-# Default step of each attack when step_size is None, as a fraction of eps (REFERENCE.md).
-DEFAULT_STEP = {"pgd": 1 / 4, "fast-fgsm": 1.25, "feature-distortion": 1 / 8, "fgsm": 1.0}
 
 
 def effective_settings(name: str, **settings: Any) -> dict:

@@ -25,6 +25,11 @@ def check_norm(norm: str) -> str:
     return norm
 
 
+# Default step of each attack when step_size is None, as a fraction of eps (REFERENCE.md). The
+# attack functions and the results files (attacks.effective_settings) both read it.
+DEFAULT_STEP = {"pgd": 1 / 4, "fast-fgsm": 1.25, "feature-distortion": 1 / 8, "fgsm": 1.0}
+
+
 def check_eps(eps: float) -> float:
     """A finite perturbation budget >= 0, as a float."""
     try:

@@ -12,7 +12,7 @@ from torch import Tensor
 from .._checks import check_positive
 from ..errors import ConfigError
 from .engine import pgd
-from .geometry import check_eps
+from .geometry import DEFAULT_STEP, check_eps
 
 
 def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float,
@@ -51,7 +51,7 @@ def fast_fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: f
     """
     _reject_fixed("fast_fgsm", kw, ("steps", "random_start", "restarts"))
     if step_size is None:
-        step_size = 1.25 * check_eps(eps) or 1.0
+        step_size = check_eps(eps) * DEFAULT_STEP["fast-fgsm"] or 1.0
     else:
         check_positive("step_size", step_size)
     return pgd(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm, random_start=True,
