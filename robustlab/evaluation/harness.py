@@ -29,6 +29,7 @@ from .sanity import gradient_warnings, large_eps_warnings, output_warnings, thre
 from .threats import THREAT_MODELS
 
 _SEED_STRIDE = 1_000_003
+_BATCH_STRIDE = 7919
 
 
 @dataclass(frozen=True)
@@ -159,12 +160,13 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
         for a, s in enumerate(specs):
             t0 = time.perf_counter()
             stochastic = THREAT_MODELS.get(s.threat).stochastic
+            attack_seed = seed * _SEED_STRIDE + b * _BATCH_STRIDE + a
             with torch.random.fork_rng(devices=_rng_devices(device), enabled=stochastic):
                 # a stochastic defence's dropout masks come from seeded draws; the caller's
                 # global random state is put back afterwards
                 if stochastic:
-                    torch.manual_seed(seed * _SEED_STRIDE + b * 7919 + a)
-                x_adv = _run(s, attacked[s.key], x, y, seed * _SEED_STRIDE + b * 7919 + a)
+                    torch.manual_seed(attack_seed)
+                x_adv = _run(s, attacked[s.key], x, y, attack_seed)
                 with torch.no_grad():
                     adv_ok = scored[s.key](x_adv).argmax(1) == y
             seconds[s.key] += time.perf_counter() - t0
@@ -186,7 +188,7 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
             "numbers equal white-box ones at eot_samples times the cost")})
     config = {"n": n_total, "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
               "device": str(device), "processes": w.size,
-              "seeds": "per batch b and attack a: seed * 1000003 + b * 7919 + a",
+              "seeds": f"per batch b and attack a: seed * {_SEED_STRIDE} + b * {_BATCH_STRIDE} + a",
               "attacks": [_spec_dict(s) for s in specs]}
     return EvalResult(n_total, _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
                       warnings, {k: round(v, 3) for k, v in seconds.items()}, config,

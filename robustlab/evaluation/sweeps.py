@@ -16,15 +16,16 @@ from .sanity import monotonic_warnings
 
 def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *, param: str,
           values: Sequence, settings: dict | None = None,
-          attack_settings: Mapping[str, dict] | None = None, threat: str = "white-box", n: int | None = None, seed: int = 0, batch_size: int = 256,
-          device=None, progress: bool = False, source: nn.Module | None = None,
+          attack_settings: Mapping[str, dict] | None = None, threat: str = "white-box",
+          n: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
+          progress: bool = False, source: nn.Module | None = None,
           extractor: nn.Module | None = None) -> list[dict]:
     """Robust accuracy of each model under each attack for each value of setting ``param``.
 
     ``attack`` is a name or a list of names; ``settings`` apply to every attack and
-    ``attack_settings`` (attack name -> settings) to one. The same seed is used at every point so curves differ only by
-    the swept setting. eps 0 is scored as clean accuracy. Returns rows {model, attack, threat,
-    param, value, acc, n}.
+    ``attack_settings`` (attack name -> settings) to one. The same seed is used at every point so
+    curves differ only by the swept setting. eps 0 is scored as clean accuracy. Returns rows
+    {model, attack, threat, param, value, acc, n}.
     """
     attacks = [attack] if isinstance(attack, str) else list(attack)
     if not models:
