@@ -131,9 +131,13 @@ def test_robust_accuracy_of_a_constant_classifier_is_its_class_frequency():
             return logits
 
     ds = rl_data.load("synthetic", "test").select(list(range(40)))
-    acc = guards_mod.robust_accuracy(Constant(), ds, eps=0.1, steps=2, seed=0,
-                                     device=torch.device("cpu"), batch_size=16)
-    assert acc == pytest.approx(float((ds.labels == 3).float().mean()))
+    for attack in ("pgd", "fgsm"):
+        acc = guards_mod.robust_accuracy(Constant(), ds, eps=0.1, steps=2, seed=0,
+                                         device=torch.device("cpu"), batch_size=16, attack=attack)
+        assert acc == pytest.approx(float((ds.labels == 3).float().mean()))
+    with pytest.raises(ValueError, match="pgd or fgsm"):
+        guards_mod.robust_accuracy(Constant(), ds, eps=0.1, steps=2, seed=0,
+                                   device=torch.device("cpu"), attack="cw")
 
 
 def test_real_guard_measures_and_defaults(tmp_path):

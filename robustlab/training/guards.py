@@ -26,9 +26,9 @@ import torch
 
 from .. import data as rl_data
 from .. import models as rl_models
-from ..distributed import world
 from ..attacks import fgsm, pgd
 from ..attacks.mode import frozen_eval
+from ..distributed import world
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,24 @@ DEFAULT_EPS = 8 / 255
 
 
 def robust_accuracy(model: torch.nn.Module, dataset: Any, *, eps: float, steps: int, seed: int,
-                    device: torch.device, batch_size: int = 256) -> float:
-    """Accuracy in [0, 1] of ``model`` on ``dataset`` under linf PGD (step eps/4, random start):
-    the fraction classified correctly both clean and attacked (never above clean accuracy).
+                    device: torch.device, batch_size: int = 256, attack: str = "pgd") -> float:
+    """Accuracy in [0, 1] of ``model`` on ``dataset`` under linf PGD (step eps/4, random start),
+    or under FGSM with ``attack="fgsm"`` (``steps`` and ``seed`` then unused): the fraction
+    classified correctly both clean and attacked (never above clean accuracy).
 
     Early-stop PGD (each sample keeps its first fooling iterate; never weaker, cheaper). The model
     runs in eval mode throughout and its modes are restored afterwards.
     """
+    if attack not in ("pgd", "fgsm"):
+        raise ValueError(f"robust_accuracy runs pgd or fgsm, got {attack!r}")
     gen = torch.Generator().manual_seed(seed)
     correct, n = 0, 0
     for x, y in rl_data.batches(dataset, batch_size, shuffle=False, device=device):
-        x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, generator=gen,
-                    early_stop=True)
+        if attack == "fgsm":
+            x_adv = fgsm(model, x, y, eps=eps)
+        else:
+            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, generator=gen,
+                        early_stop=True)
         with frozen_eval(model), torch.no_grad():  # robust = right on x and on x_adv
             right = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
         correct += int(right.sum())
@@ -68,22 +74,15 @@ class OverfitGuard:
     def __init__(self, cfg: TrainConfig, eps: float, seed: int) -> None:
         self.g, self.eps, self.seed = cfg.guards, eps, seed
 
-    def measure(self, run: Any) -> float:
+    def measure(self, run: Any, attack: str = "pgd") -> float:
         batch = run.train_data.select(list(range(min(self.g.overfit_n, len(run.train_data)))))
         return robust_accuracy(run.model, batch, eps=self.eps, steps=self.g.steps,
-                               seed=self.seed, device=run.device)
+                               seed=self.seed, device=run.device, attack=attack)
 
     def measure_fgsm(self, run: Any) -> float:
         """FGSM accuracy on the same batch: far above the PGD accuracy is the other signature of
         catastrophic overfitting (Kim et al. 2020), one that shows even within the first epoch."""
-        batch = run.train_data.select(list(range(min(self.g.overfit_n, len(run.train_data)))))
-        correct = 0
-        for x, y in rl_data.batches(batch, 256, shuffle=False, device=run.device):
-            x_adv = fgsm(run.model, x, y, eps=self.eps)
-            with frozen_eval(run.model), torch.no_grad():
-                correct += int(((run.model(x).argmax(1) == y)
-                                & (run.model(x_adv).argmax(1) == y)).sum())
-        return correct / max(len(batch), 1)
+        return self.measure(run, attack="fgsm")
 
     def __call__(self, run: Any, epoch: int, metrics: dict[str, Any]) -> str | None:
         acc = self.measure(run)
