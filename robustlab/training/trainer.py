@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -268,7 +268,7 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
     sums = {k: all_sum(v, w) for k, v in sums.items()}
     _check_finite(loss_sum, epoch)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
-        _check_finite(torch.tensor(float("nan")), epoch)
+        _diverged(epoch)
     metrics = {"lr": lr, "train_loss": float(loss_sum) / max(n_seen, 1),
                "train_acc": float(correct) / max(n_seen, 1)}
     metrics.update({k: float(v) / max(n_seen, 1) for k, v in sums.items()})
@@ -277,9 +277,13 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(loss_sum):
-        kept = (f"the checkpoint of epoch {epoch} was kept" if epoch else
-                "no checkpoint was written")
-        raise TrainingDiverged(
-            f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and "
-            f"{kept}. Lower the learning rate (or use --grad-clip) and start again with "
-            "--overwrite.")
+        _diverged(epoch)
+
+
+def _diverged(epoch: int) -> NoReturn:
+    """Stop the run: a loss or a weight became non-finite in epoch ``epoch + 1``."""
+    kept = f"the checkpoint of epoch {epoch} was kept" if epoch else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and "
+        f"{kept}. Lower the learning rate (or use --grad-clip) and start again with "
+        "--overwrite.")
