@@ -108,16 +108,15 @@ def add_run_args(p: argparse.ArgumentParser, set_example: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
 
 
-def config_from_args(args: argparse.Namespace, fields: dict[str, str] | tuple[str, ...],
-                     required: tuple[str, ...], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """--config YAML, then the flags that were given (``fields``: flag -> setting), then
-    ``extra`` (already merged settings), then --set; refuses a missing required setting."""
+def config_from_args(args: argparse.Namespace, fields: tuple[str, ...], required: tuple[str, ...],
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--config YAML, then the flags that were given (``fields``: flags named as their settings),
+    then ``extra`` (already merged settings), then --set; refuses a missing required setting."""
     cfg = load_yaml(args.config)
-    names = fields.items() if isinstance(fields, dict) else ((f, f) for f in fields)
-    for flag, key in names:
-        value = getattr(args, flag, None)
+    for name in fields:
+        value = getattr(args, name, None)
         if value is not None:
-            cfg[key] = value
+            cfg[name] = value
     for key, value in (extra or {}).items():
         if isinstance(value, dict):
             cfg.setdefault(key, {}).update(value)

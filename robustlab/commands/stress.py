@@ -21,7 +21,6 @@ HELP = ("stress tests of several models: accuracy vs eps (FGSM, PGD) and vs PGD 
         "figure per attack, and the clean-accuracy table")
 
 
-
 def integers(text: str) -> list[int]:
     try:
         return [int(p) for p in text.split(",")]

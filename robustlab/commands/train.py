@@ -10,16 +10,14 @@ NAME = "train"
 ORDER = 10
 HELP = "train a classifier (standard or adversarial); resumable"
 
-# CLI flag -> TrainConfig field (only flags the user gave override the config file)
-_FIELDS = {"dataset": "dataset", "model": "model", "epochs": "epochs", "batch_size": "batch_size",
-           "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
-           "weight_decay": "weight_decay", "schedule": "schedule", "width": "width",
-           "subset": "subset", "val": "val", "augment": "augment", "method": "method",
-           "seed": "seed", "amp": "amp", "init": "init", "grad_clip": "grad_clip",
-           "warmup_epochs": "warmup_epochs"}
-# CLI flag -> method_args key (adversarial methods; a method refuses settings it does not take)
-_METHOD_ARGS = {"eps": "eps", "steps": "steps", "step_size": "step_size", "beta": "beta",
-                "source": "source", "mix": "mix"}
+# CLI flags that are TrainConfig fields of the same name (only flags the user gave override the
+# config file)
+_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+           "schedule", "width", "subset", "val", "augment", "method", "seed", "amp", "init",
+           "grad_clip", "warmup_epochs")
+# CLI flags that are method_args keys (adversarial methods; a method refuses settings it does not
+# take)
+_METHOD_ARGS = ("eps", "steps", "step_size", "beta", "source", "mix")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,8 +56,8 @@ def build_config(args: argparse.Namespace):
     from ..config import from_dict
     from ..training import TrainConfig
 
-    extra: dict = {"method_args": {key: getattr(args, flag) for flag, key in _METHOD_ARGS.items()
-                                   if getattr(args, flag, None) is not None}}
+    extra: dict = {"method_args": {key: getattr(args, key) for key in _METHOD_ARGS
+                                   if getattr(args, key, None) is not None}}
     extra.update({flag: True for flag in ("channels_last", "compile", "linear_probe")
                   if getattr(args, flag)})
     if args.from_scratch:

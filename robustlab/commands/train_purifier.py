@@ -11,15 +11,12 @@ ORDER = 15
 HELP = ("train a purifier on feature-distortion adversaries, no labels (SSR Pix2Pix or NRP); "
         "resumable")
 
-# CLI flag -> PurifierConfig field (only flags the user gave override the config file)
-_FIELDS = {"dataset": "dataset", "arch": "arch", "critic": "critic", "preset": "preset",
-           "width": "width", "extractor": "extractor", "extractor_blocks": "extractor_blocks",
-           "perceptual_extractor": "perceptual_extractor",
-           "perceptual_blocks": "perceptual_blocks", "eps": "eps", "steps": "steps",
-           "step_size": "step_size", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-           "subset": "subset", "image_size": "image_size", "augment": "augment",
-           "classifier": "classifier", "val_n": "val_n", "grid_n": "grid_n", "seed": "seed",
-           "amp": "amp", "gan_mode": "gan_mode"}
+# CLI flags that are PurifierConfig fields of the same name (only flags the user gave override the
+# config file)
+_FIELDS = ("dataset", "arch", "critic", "preset", "width", "extractor", "extractor_blocks",
+           "perceptual_extractor", "perceptual_blocks", "eps", "steps", "step_size", "epochs",
+           "batch_size", "lr", "subset", "image_size", "augment", "classifier", "val_n", "grid_n",
+           "seed", "amp", "gan_mode")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,6 @@ from .rundir import RunDir
 from .state import load_state, save_state
 from .trainer import Run, train
 
-__all__ = ["GuardConfig", "METHODS", "PRETRAIN_METHODS", "PretrainConfig", "PurifierConfig", "compare_pretraining",
-           "finetune", "pretrain", "Method", "MethodContext", "Run", "RunDir", "StepOutput",
-           "TrainConfig", "load_state", "save_state", "train", "train_purifier"]
+__all__ = ["GuardConfig", "METHODS", "Method", "MethodContext", "PRETRAIN_METHODS", "PretrainConfig",
+           "PurifierConfig", "Run", "RunDir", "StepOutput", "TrainConfig", "compare_pretraining",
+           "finetune", "load_state", "pretrain", "save_state", "train", "train_purifier"]
