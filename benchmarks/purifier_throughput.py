@@ -16,28 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 from torch import nn
 
+from attack_speed import timed  # the same synchronised wall-clock timer (benchmarks/ is on the path)
 from robustlab import models
 from robustlab.purifiers import create_purifier
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def seconds(module: nn.Module, x: torch.Tensor, device: torch.device) -> float:
     """Wall time of one forward pass of ``module`` on ``x``."""
-    sync(device)
-    t0 = time.perf_counter()
     with torch.no_grad():
-        module(x)
-    sync(device)
-    return time.perf_counter() - t0
+        return timed(lambda: module(x), device)[0]
 
 
 def load_modules(args: argparse.Namespace, channels: int) -> dict[str, nn.Module]:
