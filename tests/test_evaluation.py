@@ -214,7 +214,8 @@ def test_saved_adversarial_round_trip_and_errors(trained, test_set, tmp_path):
     model, _ = trained
     r = evaluate(model, test_set, [{"name": "fgsm", "eps": 0.05}], n=40, keep_adv=True)
     x, y = test_set.images[:40].float() / 255, test_set.labels[:40]
-    path = save_adversarial(tmp_path / "adv", r.adv[list(r.adv)[0]], y, x, label="fgsm")
+    path = save_adversarial(tmp_path / "adv", r.adv[list(r.adv)[0]], y, x, label="fgsm",
+                            eps=0.05, norm="linf")
     x_adv, y2, x2, side = load_adversarial(path)
     assert torch.equal(y2, y) and side["meta"]["label"] == "fgsm"
     flags = score_adversarial(model, x_adv, y2, x2)

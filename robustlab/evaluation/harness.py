@@ -197,10 +197,23 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
 
 def score_adversarial(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *,
                       batch_size: int = 256, device=None) -> dict[str, torch.Tensor]:
-    """Per-sample flags of saved examples on ``model``: "clean" and "robust" (clean and adv right)."""
+    """Per-sample flags of saved examples on ``model``: "clean" and "robust" (clean and adv right).
+
+    Raises: InputError when x_adv or x is not a [0, 1] batch the model takes, their shapes differ,
+    or y is not one class index of the model per example.
+    """
+    channels, classes = getattr(model, "in_channels", None), getattr(model, "num_classes", None)
+    check_images(x_adv, channels, name="adversarial examples")
+    check_images(x, channels, name="clean images")
+    if x.shape != x_adv.shape:
+        raise InputError(f"the adversarial examples have shape {tuple(x_adv.shape)} but the clean "
+                         f"images {tuple(x.shape)}; they must pair up one to one")
+    check_labels(y, len(x_adv))
+    if y.numel() and classes is not None and int(y.max()) >= classes:
+        raise InputError(f"the labels of the adversarial examples go up to {int(y.max())} but the "
+                         f"model predicts {classes} classes; were they crafted on another dataset?")
     device = torch.device(device) if device else _device_of(model)
     model = model.to(device).eval()
-    check_images(x_adv[:1], getattr(model, "in_channels", None), name="adversarial examples")
     out = {"clean": [], "robust": []}
     with torch.no_grad():
         for i in range(0, len(y), batch_size):
