@@ -1,9 +1,12 @@
-"""Validation of the public pixel/label contract, shared by attacks, trainers and evaluators."""
+"""Validation of the public pixel/label contract and of finite weights, shared by attacks, trainers,
+evaluators and checkpoints."""
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import torch
+from torch import nn
 
 from .errors import ConfigError, InputError
 
@@ -65,3 +68,78 @@ def is_size(v: object) -> bool:
     if isinstance(v, int):
         return v >= 1
     return isinstance(v, float) and 0 < v <= 1
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` that hold a NaN or an infinity, in order.
+
+    Integer tensors (e.g. BatchNorm's ``num_batches_tracked``) are skipped. One device sync per
+    tensor: call it per epoch or per checkpoint, not per step.
+    """
+    return [name for name, t in tensors.items()
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
+
+
+def check_finite_module(module: nn.Module) -> list[str]:
+    """Names of ``module``'s parameters and buffers with NaN or infinite values (empty: all finite).
+
+    Buffers count as much as weights: a diverged run can keep finite parameters while a
+    BatchNorm ``running_var`` overflows, and eval mode then outputs NaN.
+    """
+    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    return nonfinite_tensors({k: v.detach() for k, v in named.items()})
+
+
+def check_eps(eps: object, norm: str = "linf", *, name: str = "eps",
+              positive: bool = False) -> float:
+    """The one rule for a perturbation budget, used by every attack, trainer and command.
+
+    A finite number >= 0 (> 0 with ``positive``) in [0, 1] pixel units; under linf it cannot
+    exceed 1 (the whole pixel range), so a value such as 8 is refused with "did you mean 8/255?".
+    An l2 budget may exceed 1 (it is a norm over all pixels).
+    """
+    if isinstance(eps, bool):
+        raise ConfigError(f"{name} must be a number, got {eps!r}")
+    try:
+        v = float(eps)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {eps!r}") from None
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"{name} must be {bound}, a finite number in [0, 1] pixel units "
+                          f"(e.g. 8/255), got {eps!r}")
+    if norm == "linf" and v > 1:
+        raise ConfigError(f"{name} is in [0, 1] pixel units (8/255 = 0.0314), got {eps!r}; "
+                          f"did you mean {v:g}/255?")
+    return v
+
+
+def model_dtype(model: object) -> torch.dtype | None:
+    """The floating dtype of ``model``'s first floating parameter or buffer (None: unknown)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+class CastInput(torch.nn.Module):
+    """``model`` fed in its own dtype: float64 (or float16) images from a user reach a float32
+    model as float32, instead of failing inside its first layer."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype))
+
+
+def fed_in_dtype(model, x: torch.Tensor):
+    """``model`` itself, or a :class:`CastInput` around it when ``x``'s float dtype differs from
+    the model's."""
+    dtype = model_dtype(model)
+    if dtype is None or not x.is_floating_point() or x.dtype == dtype:
+        return model
+    return CastInput(model, dtype)

@@ -67,17 +67,33 @@ def check_used(args: argparse.Namespace, names: list[str], used: set[str]) -> No
             raise ConfigError(f"--attack-set {key}=... is not a setting of {', '.join(names)}")
 
 
+def load_checked(flag: str, path: str, kind: str):
+    """``robustlab.models.load(path, kind=kind)``; a CheckpointError names the flag it came from,
+    e.g. "--model: runs/ssr/purifier.safetensors is a purifier checkpoint, not a classifier; pass
+    it as --purifier"."""
+    from .. import models as rl_models
+    from ..errors import CheckpointError
+
+    try:
+        return rl_models.load(path, kind=kind)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{flag}: {exc}") from None
+
+
 def load_models(args: argparse.Namespace, model_path: str):
-    """(evaluated model, source, extractor factory) from the checkpoint flags."""
+    """(evaluated model, source, extractor factory) from the checkpoint flags; --model, --source
+    and --extractor must be classifiers and --purifier a purifier (CheckpointError otherwise)."""
     from .. import models as rl_models
     from ..purifiers import Purified
 
-    classifier = rl_models.load(model_path)
-    model = Purified(rl_models.load(args.purifier), classifier) if args.purifier else classifier
-    source = rl_models.load(args.source) if args.source else None
+    classifier = load_checked("--model", model_path, "classifier")
+    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
+    model = Purified(purifier, classifier) if purifier is not None else classifier
+    source = load_checked("--source", args.source, "classifier") if args.source else None
 
     def extractor():  # built only when an attack needs it
-        base = rl_models.load(args.extractor) if args.extractor else classifier
+        base = load_checked("--extractor", args.extractor, "classifier") if args.extractor \
+            else classifier
         return rl_models.feature_extractor(base, args.extractor_blocks)
 
     return model, source, extractor

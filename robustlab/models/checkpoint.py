@@ -9,10 +9,14 @@
 
 ``load`` rebuilds the module from its registry by name and arguments and copies the tensors in;
 nothing is ever unpickled. The checksum ties the pair together: a truncated weights file, or one
-overwritten by a different save, is reported instead of being loaded.
+overwritten by a different save, is reported instead of being loaded. The sidecar is not trusted
+for sizes: the architecture it names is first built on the meta device (no memory) and compared
+with the tensor shapes in the safetensors header, and only a match is built for real. Weights
+with NaN or infinite values are refused both by ``save`` and by ``load`` (a diverged run).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 from pathlib import Path
@@ -20,7 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from .._checks import nonfinite_tensors
 from .._io import _json_default, atomic_path, provenance, sha256_file, write_json
 from ..errors import CheckpointError, ConfigError, RobustlabError
 from .factory import MODELS, attach_spec, create
@@ -30,6 +36,14 @@ FORMAT_VERSION = 1
 # kind -> (module, registry attribute); classifiers are built with create()
 _REGISTRIES = {"purifier": ("robustlab.purifiers", "PURIFIERS"),
                "critic": ("robustlab.purifiers", "CRITICS")}
+KINDS = ("classifier", *_REGISTRIES)
+# what to do with a checkpoint of this kind when another kind was asked for
+_KIND_HINTS = {"classifier": "pass it as --model (or --source / --extractor)",
+               "purifier": "pass it as --purifier",
+               "critic": "a critic only serves while training a purifier; pass that run's "
+                         "purifier.safetensors as --purifier"}
+# what absurd sidecar arguments raise while building on the meta device (e.g. an overflowing size)
+_BUILD_ERRORS = (RobustlabError, TypeError, ValueError, RuntimeError, OverflowError)
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -83,6 +97,11 @@ def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
                                   "not a tensor; safetensors stores tensors only")
         # own contiguous CPU copies: shared or strided storage cannot be written as-is
         tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(f"refusing to save {type(model).__name__}: {_names(bad)} hold NaN "
+                              "or infinite values, so the training diverged; lower the learning "
+                              "rate and train again")
     weights, sidecar = checkpoint_paths(path)
     from safetensors.torch import save_file
 
@@ -130,8 +149,52 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _build(doc: dict[str, Any], sidecar: Path) -> nn.Module:
-    """Rebuild the module the sidecar describes, with random weights."""
+def _names(keys: list[str], limit: int = 6) -> str:
+    """``"3 tensors (a, b, c)"``, with at most ``limit`` names."""
+    more = " ..." if len(keys) > limit else ""
+    return f"{len(keys)} tensor{'s' if len(keys) != 1 else ''} ({', '.join(keys[:limit])}{more})"
+
+
+def _check_kind(doc: dict[str, Any], kind: str | None, weights: Path) -> None:
+    if kind is None:
+        return
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
+    have = doc["kind"]
+    if have != kind:
+        hint = _KIND_HINTS.get(have, f"known kinds: {', '.join(KINDS)}")
+        raise CheckpointError(f"{weights} is a {have} checkpoint, not a {kind}; {hint}")
+
+
+class _CallBudget(TorchFunctionMode):
+    """Stops a build that calls torch far more often than a module with the file's ``n`` tensors
+    needs (about 4-15 calls per tensor): an edited ``n_blocks`` of 10**9 would otherwise keep
+    building modules on the meta device for hours."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.left = n, 100 * (n + 10)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.left -= 1
+        if self.left < 0:
+            raise CheckpointError(f"the sidecar describes a module with far more tensors than "
+                                  f"the {self.n} in the weights file (edited, or it belongs to "
+                                  "other weights)")
+        return func(*args, **(kwargs or {}))
+
+
+def _on_meta(n_tensors: int):
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.device("meta"))
+    stack.enter_context(_CallBudget(n_tensors))
+    return stack
+
+
+def _build(doc: dict[str, Any], sidecar: Path, meta_for: int | None = None) -> nn.Module:
+    """Rebuild the module the sidecar describes, with random weights; or, given the number of
+    tensors of the file (``meta_for``), on the meta device (nothing allocated) to learn its
+    shapes, stopping early when it grows far beyond the file."""
     kind, name, kwargs = doc["kind"], doc["name"], dict(doc["kwargs"])
     if "pretrained" in kwargs:
         kwargs["pretrained"] = False  # the weights come from the file, never from a download
@@ -146,41 +209,61 @@ def _build(doc: dict[str, Any], sidecar: Path) -> nn.Module:
                                   f"available in this robustlab: {exc}") from None
     else:
         raise CheckpointError(f"{sidecar} holds an unknown kind of module {kind!r}; "
-                              f"known kinds: classifier, {', '.join(_REGISTRIES)}")
+                              f"known kinds: {', '.join(KINDS)}")
     if name not in registry:
         raise CheckpointError(f"{sidecar} holds an unknown architecture: "
                               f"{registry.unknown_message(name)}")
     try:
-        if kind == "classifier":
-            return create(name, **kwargs)
-        return attach_spec(registry.get(name)(**kwargs), kind, name, kwargs)
-    except (RobustlabError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot rebuild {kind} {name!r} from {sidecar} "
-                              f"with arguments {kwargs}: {exc}") from exc
+        with contextlib.nullcontext() if meta_for is None else _on_meta(meta_for):
+            if kind == "classifier":
+                return create(name, **kwargs)
+            return attach_spec(registry.get(name)(**kwargs), kind, name, kwargs)
+    except _BUILD_ERRORS as exc:
+        why = str(exc) if isinstance(exc, RobustlabError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"cannot rebuild {kind} {name!r} from {sidecar} with arguments "
+                              f"{kwargs}: {why}") from exc
 
 
-def _read_tensors(weights: Path, doc: dict[str, Any], sidecar: Path) -> dict[str, torch.Tensor]:
+def _read_header(weights: Path, doc: dict[str, Any], sidecar: Path) -> dict[str, tuple[int, ...]]:
+    """Checksum, then the tensor shapes of the safetensors header (no tensor is read)."""
     expected = doc.get("weights_sha256")
     if expected is not None and sha256_file(weights) != expected:
         raise CheckpointError(f"{weights} does not match {sidecar.name} (checksum differs): the "
                               "file is truncated or corrupt, or was overwritten by another save; "
                               "re-save or re-copy both files")
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        return load_file(str(weights), device="cpu")
+        with safe_open(str(weights), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error type for bad headers/sizes
         raise CheckpointError(f"{weights} is truncated or corrupt and cannot be read "
                               f"({type(exc).__name__}: {exc}); re-save or re-copy it") from None
 
 
-def _check_fit(model: nn.Module, state: dict[str, torch.Tensor], doc: dict[str, Any],
-               weights: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # as in _read_header: the file changed or its data is damaged
+        raise CheckpointError(f"{weights} is truncated or corrupt and cannot be read "
+                              f"({type(exc).__name__}: {exc}); re-save or re-copy it") from None
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{weights} holds NaN or infinite values in {_names(bad)}: the "
+                              "training that wrote it diverged; use an earlier checkpoint or "
+                              "train again with a lower learning rate")
+    return state
+
+
+def _check_fit(own: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+               doc: dict[str, Any], weights: Path) -> None:
+    """Refuse a file whose keys or shapes (``found``) differ from the module's (``own``)."""
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    wrong = [f"{k}: file {found[k]} vs model {own[k]}"
+             for k in sorted(set(own) & set(found)) if found[k] != own[k]]
     if not (missing or unexpected or wrong):
         return
     parts = [f"{label} ({len(keys)}): {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
@@ -190,30 +273,60 @@ def _check_fit(model: nn.Module, state: dict[str, torch.Tensor], doc: dict[str, 
                           f"{doc['kwargs']} named by its sidecar: {'; '.join(parts)}")
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_channels(doc: dict[str, Any], found: dict[str, tuple[int, ...]], weights: Path) -> None:
+    """A classifier's ``in_channels`` against its Normalize buffer (1, C, 1, 1), before ``create``
+    spends time and memory expanding mean/std to C values."""
+    c, shape = doc["kwargs"].get("in_channels"), found.get("normalize.mean")
+    if doc["kind"] == "classifier" and isinstance(c, int) and shape and len(shape) == 4 \
+            and shape[1] != c:
+        raise CheckpointError(f"{weights} does not fit the classifier {doc['name']!r} named by "
+                              f"its sidecar: shape mismatches (1): normalize.mean: file {shape} "
+                              f"vs model {(1, c, 1, 1)} (in_channels={c})")
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu", *,
+         kind: str | None = None) -> nn.Module:
     """Rebuild a saved module from its registry and load its weights; nothing is unpickled.
+
+    The architecture named by the sidecar is checked against the file's header on the meta device
+    before anything is allocated, so an edited sidecar (a huge ``width`` or ``num_classes``) is
+    refused instead of exhausting memory.
 
     Args:
         path: ``X.safetensors``, ``X.json`` or the stem ``X``.
         map_location: device for the returned module.
+        kind: ``"classifier"``, ``"purifier"`` or ``"critic"`` to demand that kind of module
+            (``None``: any). Callers that need a classifier should pass ``kind="classifier"``.
 
     Returns:
         The module in eval mode, with ``robustlab_meta`` = the sidecar dict.
+
+    Raises:
+        CheckpointError: missing, corrupt or non-finite files, a sidecar that does not fit the
+            weights, or a checkpoint of another kind than ``kind``.
     """
     weights, sidecar = checkpoint_paths(path)
     if not weights.is_file():
         extra = f" (only {sidecar.name} exists)" if sidecar.is_file() else ""
         raise CheckpointError(f"checkpoint weights {weights} not found{extra}")
     doc = read_meta(weights)
+    _check_kind(doc, kind, weights)
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"map_location {map_location!r} is not a device: {exc}") from None
-    state = _read_tensors(weights, doc, sidecar)
+    found = _read_header(weights, doc, sidecar)
+    _check_channels(doc, found, weights)
+    _check_fit(_shapes(_build(doc, sidecar, meta_for=len(found))), found, doc, weights)
+    state = _read_tensors(weights)  # sizes now bounded by the file itself
     model = _build(doc, sidecar)
-    _check_fit(model, state, doc, weights)
-    model.to(device)
+    _check_fit(_shapes(model), found, doc, weights)  # a factory that builds differently on meta
     model.load_state_dict(state, strict=True)
+    model.to(device)
     model.eval()
     model.robustlab_meta = doc
     return model

@@ -11,7 +11,7 @@ from .. import data as rl_data
 from .. import models as rl_models
 from .._checks import check_images
 from ..data.geometry import random_hflip
-from ..errors import ConfigError, InputError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..purifiers import CRITICS, PURIFIERS, Purified, create_critic, create_purifier
 from ..purifiers._layers import min_map_input
 from .purifier_config import PurifierConfig
@@ -19,11 +19,10 @@ from .purifier_config import PurifierConfig
 
 def load_frozen(path: str, device: torch.device, what: str) -> nn.Module:
     """A classifier checkpoint on ``device``, in eval mode, its parameters frozen."""
-    model = rl_models.load(path, map_location=device)  # CheckpointError names what is wrong
-    kind = model.robustlab_meta.get("kind")
-    if kind != "classifier":
-        raise ConfigError(f"the {what} {path} holds a {kind}, not a classifier; pass a classifier "
-                          "checkpoint (robustlab train ... --out DIR writes DIR/model.safetensors)")
+    try:
+        model = rl_models.load(path, map_location=device, kind="classifier")
+    except CheckpointError as exc:
+        raise CheckpointError(f"the {what}: {exc}") from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
