@@ -73,7 +73,8 @@ def test_stress_writes_curves_figures_and_table(tmp_path, ckpts, capsys):
 @pytest.mark.parametrize("extra,match", [
     (["--steps-eps", "0.1,0.2"], "--steps-eps takes one eps"),
     (["--eps", "0,x"], "expected a number such as 0.031 or 8/255"),
-    (["--steps", "0,2"], "must be >= 1"),
+    (["--steps", "0,2"], "--steps must be an integer >= 1"),
+    (["--eps", "0,8"], "did you mean 8/255?"),
 ])
 def test_stress_bad_input(tmp_path, ckpts, capsys, extra, match):
     try:

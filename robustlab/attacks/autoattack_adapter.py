@@ -56,7 +56,8 @@ def autoattack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: 
     """
     check_model(model)
     check_inputs(x, y, y_required=True, why=" by AutoAttack")
-    eps, norm = check_eps(eps), check_norm(norm)
+    norm = check_norm(norm)
+    eps = check_eps(eps, norm)
     todo = _check_settings(version, seed, attacks, n_iter, n_queries)
     aa = _import()
     if eps == 0.0 or x.shape[0] == 0:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .._checks import check_eps
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -63,7 +64,10 @@ def attack_settings(name: str, **settings: Any) -> Any:
     if unknown:
         raise ConfigError(f"attack {name!r} has no setting(s) {', '.join(unknown)}; "
                           f"valid settings: {', '.join(valid)}")
-    return cls(**settings)
+    out = cls(**settings)
+    if getattr(out, "eps", None) is not None:  # the one eps rule, before any data is loaded
+        check_eps(out.eps, getattr(out, "norm", "linf"), name=f"attack {name!r}: eps")
+    return out
 
 
 def describe(name: str) -> list[tuple[str, Any, str]]:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .._checks import check_positive
 from .engine import pgd
-from .geometry import DEFAULT_STEP, check_eps
+from .geometry import DEFAULT_STEP, check_eps, check_norm
 
 
 def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps: float = 16 / 255,
@@ -33,7 +33,7 @@ def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps:
         x_adv: same shape/dtype/device as x, in [0, 1], within eps of x.
     """
     if step_size is None:
-        step_size = check_eps(eps) * DEFAULT_STEP["feature-distortion"] or 1.0
+        step_size = check_eps(eps, check_norm(norm)) * DEFAULT_STEP["feature-distortion"] or 1.0
     else:
         check_positive("step_size", step_size)
     return pgd(extractor, x, None, eps=eps, step_size=step_size, steps=steps, norm=norm,

@@ -17,6 +17,7 @@ from ..errors import ConfigError, InputError
 from .early_stop import run_early
 from .geometry import check_eps, check_norm, work_dtype
 from .loop import Plan, autocast, run_full, score, warn_nonfinite
+from .._checks import fed_in_dtype
 from .mode import frozen_eval
 from .objectives import (OBJECTIVES, LogitObjective, needs_labels, objective_kwargs_error,
                          on_logits)
@@ -65,8 +66,9 @@ def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *
         return x.detach().clone()
     xw = x.detach().to(work_dtype(x.dtype))
     with frozen_eval(model), torch.enable_grad():
+        fwd = fed_in_dtype(model, xw)  # float64 images reach a float32 model as float32
         with autocast(x, plan.amp), torch.no_grad():
-            obj = make(model, xw, y, **okw)  # clean logits/features computed once, here
+            obj = make(fwd, xw, y, **okw)  # clean logits/features computed once, here
         if early_stop:
             out = _restarts_early(obj, xw, y, plan, restarts)
         else:
@@ -89,8 +91,9 @@ def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, 
     msg = objective_kwargs_error(make, okw)
     if msg:
         raise ConfigError(f"objective {name!r}: {msg}")
-    plan = Plan(eps=check_eps(eps), step_size=check_positive("step_size", step_size),
-                steps=check_int("steps", steps, 1), norm=check_norm(norm),
+    norm = check_norm(norm)
+    plan = Plan(eps=check_eps(eps, norm), step_size=check_positive("step_size", step_size),
+                steps=check_int("steps", steps, 1), norm=norm,
                 random_start=check_bool("random_start", random_start), targeted=targeted,
                 amp=amp_dtype_of(amp_dtype), generator=check_generator(generator),
                 init=_check_init(init, x, restarts, early_stop))

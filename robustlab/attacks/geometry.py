@@ -6,13 +6,13 @@ autocast (STYLE.md rule 6), and return tensors in that working dtype.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, UnknownNameError
+from .._checks import check_eps
+from ..errors import UnknownNameError
 
 NORMS = ("linf", "l2")
 _TINY = 1e-12  # guards the l2 normalisation of all-zero gradients
@@ -30,18 +30,6 @@ def check_norm(norm: str) -> str:
 DEFAULT_STEP = {"pgd": 1 / 4, "fast-fgsm": 1.25, "feature-distortion": 1 / 8, "fgsm": 1.0}
 
 
-def check_eps(eps: float) -> float:
-    """A finite perturbation budget >= 0, as a float."""
-    try:
-        v = float(eps)
-    except (TypeError, ValueError):
-        raise ConfigError(f"eps must be a number, got {eps!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"eps must be a finite number >= 0 (in [0, 1] pixel units, e.g. 8/255), "
-                          f"got {eps!r}")
-    return v
-
-
 @dataclass(frozen=True)
 class ThreatModel:
     """A threat model: the norm ("linf" or "l2") and the radius eps in [0, 1] pixel units."""
@@ -51,7 +39,7 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
-        object.__setattr__(self, "eps", check_eps(self.eps))
+        object.__setattr__(self, "eps", check_eps(self.eps, self.norm))
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:

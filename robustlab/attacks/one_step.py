@@ -12,7 +12,7 @@ from torch import Tensor
 from .._checks import check_positive
 from ..errors import ConfigError
 from .engine import pgd
-from .geometry import DEFAULT_STEP, check_eps
+from .geometry import DEFAULT_STEP, check_eps, check_norm
 
 
 def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float,
@@ -29,7 +29,7 @@ def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float,
         x_adv: same shape/dtype/device as x, in [0, 1], within eps of x.
     """
     _reject_fixed("fgsm", kw, ("steps", "step_size", "random_start", "restarts", "generator"))
-    step = check_eps(eps) or 1.0  # eps 0 returns x; the step must still pass validation
+    step = check_eps(eps, check_norm(norm)) or 1.0  # eps 0 returns x; a step must still be valid
     return pgd(model, x, y, eps=eps, step_size=step, steps=1, norm=norm, random_start=False,
                objective=objective, **kw)
 
@@ -51,7 +51,7 @@ def fast_fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: f
     """
     _reject_fixed("fast_fgsm", kw, ("steps", "random_start", "restarts"))
     if step_size is None:
-        step_size = check_eps(eps) * DEFAULT_STEP["fast-fgsm"] or 1.0
+        step_size = check_eps(eps, check_norm(norm)) * DEFAULT_STEP["fast-fgsm"] or 1.0
     else:
         check_positive("step_size", step_size)
     return pgd(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm, random_start=True,

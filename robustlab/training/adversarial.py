@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import models as rl_models
+from .._checks import check_eps as _check_eps
 from ..attacks import ATTACKS, attack_settings, fast_fgsm, fgsm, pgd, run_attack
 from ..errors import CheckpointError, ConfigError, InputError
 from .methods import METHODS, Method, StepOutput
@@ -28,13 +29,10 @@ from .methods import METHODS, Method, StepOutput
 
 def check_eps(method: str, eps: float) -> float:
     """A budget that makes sense for training: 0 < eps <= 1 in [0, 1] pixel units."""
-    if not math.isfinite(eps) or eps <= 0:
+    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == 0:
         raise ConfigError(f"method {method!r}: eps must be > 0 (eps 0 is standard training; use "
-                          f"--method standard), got {eps!r}")
-    if eps > 1:
-        raise ConfigError(f"method {method!r}: eps is in [0, 1] pixel units (8/255 = 0.0314), got "
-                          f"{eps!r}; did you mean {eps:g}/255?")
-    return eps
+                          "--method standard)")
+    return _check_eps(eps, name=f"method {method!r}: eps", positive=True)
 
 
 def check_step(method: str, step_size: Optional[float]) -> Optional[float]:
@@ -204,7 +202,7 @@ class TransferAdvTraining(Method):
     def _load_source(self, path: str, ctx: Any) -> torch.nn.Module:
         """Load the frozen source and check it takes the training images and classes."""
         try:
-            source = rl_models.load(path)
+            source = rl_models.load(path, kind="classifier")
         except CheckpointError as exc:
             raise CheckpointError(f"--source: {exc}") from None
         source = source.to(ctx.device).eval().requires_grad_(False)

@@ -5,8 +5,37 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from .._checks import check_int, check_positive, is_size
+from .._checks import check_eps, check_int, check_positive, is_size
 from ..errors import ConfigError
+
+
+# model arguments that a run sets itself: from the dataset (classes, channels) or its own field
+_RUN_SETS = {"num_classes": "the dataset's number of classes", "in_channels":
+             "the dataset's channels", "width": "the width setting (--width)"}
+
+
+def check_model_kwargs(kwargs: Any) -> None:
+    """model_kwargs may add architecture arguments, never ones the run sets itself."""
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"model_kwargs must be a mapping, got {kwargs!r}")
+    for key, who in _RUN_SETS.items():
+        if key in kwargs:
+            raise ConfigError(f"model_kwargs.{key} cannot be set: it comes from {who}")
+
+
+def check_names(cfg: Any, method_registry: Any = None) -> None:
+    """Every name a run config holds is registered (dataset, model, augmentation and, with
+    ``method_registry``, method): checked before any data is loaded."""
+    from ..data import DATASETS
+    from ..data.presets import AUGMENTATIONS
+    from ..models import MODELS
+
+    DATASETS.get(cfg.dataset)
+    MODELS.get(cfg.model)
+    if cfg.augment is not None:
+        AUGMENTATIONS.get(cfg.augment)
+    if method_registry is not None:
+        method_registry.get(cfg.method)
 
 
 @dataclass(frozen=True)
@@ -47,9 +76,8 @@ class GuardConfig:
         check_int("guards.overfit_n", self.overfit_n)
         check_int("guards.robust_val_n", self.robust_val_n)
         check_int("guards.steps", self.steps)
-        if self.eps is not None and not 0 < check_positive("guards.eps", self.eps) <= 1:
-            raise ConfigError(f"guards.eps is in [0, 1] pixel units (8/255 = 0.0314), got "
-                              f"{self.eps!r}")
+        if self.eps is not None:
+            check_eps(self.eps, name="guards.eps", positive=True)
         if self.overfit_action not in ("restore", "warn"):
             raise ConfigError(f"guards.overfit_action must be 'restore' or 'warn', got "
                               f"{self.overfit_action!r}")
@@ -118,6 +146,8 @@ class TrainConfig:
             object.__setattr__(self, "guards", GuardConfig(**self.guards))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+        check_model_kwargs(self.model_kwargs)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

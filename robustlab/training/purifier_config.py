@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from .._checks import check_int, check_positive, is_size
+from .._checks import check_eps, check_int, check_positive, is_size
 from ..errors import ConfigError
 
 NRP_PRESET = "NRP"  # the loss preset ``arch="nrp"`` defaults to
@@ -79,8 +79,7 @@ class PurifierConfig:
             check_int("perceptual_blocks", self.perceptual_blocks)
         check_positive("lr", self.lr)
         check_positive("width", self.width)
-        if not 0 <= check_positive("eps", self.eps, allow_zero=True) <= 1:
-            raise ConfigError(f"eps is in [0, 1] pixel units (16/255 = {16 / 255:.4f}), got {self.eps}")
+        check_eps(self.eps)
         if self.step_size is not None:
             check_positive("step_size", self.step_size)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
