@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         sys.stderr.close()
         return 141
+    except MemoryError:
+        print("robustlab: error: out of memory; lower --batch-size (or --n)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system failure the command did not foresee: one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"robustlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 def _version() -> str:

@@ -101,21 +101,46 @@ def broadcast_module(module: torch.nn.Module, w: World) -> None:
         dist.broadcast(t.data, src=0)
 
 
-def all_reduce_grads(params, w: World) -> None:
-    """Average the gradients over ranks in one flat all-reduce (what DDP does, without wrapping
-    the module: attacks inside a training step differentiate the plain module w.r.t. its input)."""
+def all_reduce_grads(params, w: World, weight: float | None = None) -> None:
+    """Combine the gradients of all ranks in one flat all-reduce (what DDP does, without wrapping
+    the module: attacks inside a training step differentiate the plain module w.r.t. its input).
+
+    Args:
+        params: the same parameters, in the same order, on every rank.
+        weight: this rank's share of the global batch (local samples / global samples). Each
+            rank's gradient, of the mean loss over its shard, is weighted by it and the results
+            summed: the gradient of the mean over the global batch when shards differ in size.
+            None: equal shares, a plain average.
+
+    A parameter without a gradient on this rank (an empty shard computes none) contributes zeros,
+    so every rank reduces the same flat tensor; it receives the combined gradient if any rank had
+    one, and keeps None if none had.
+    """
     if w.size == 1:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    params = [p for p in params if p.requires_grad]
+    if not params:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    missing = [p.grad is None for p in params]
+    # dtypes and sizes depend only on the parameters, so every rank builds the same flat tensor;
+    # its tail says, per parameter, how many ranks reached it
+    flat = torch.cat([torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if p.grad is None
+                      else p.grad.reshape(-1) for p in params]
+                     + [torch.tensor([0.0 if m else 1.0 for m in missing], device=params[0].device)])
+    scale = 1.0 if weight is None else weight * w.size  # 1.0 exactly when the shards are equal
+    if scale != 1.0:
+        flat[:-len(params)] *= scale
     dist.all_reduce(flat)
     flat /= w.size
+    reached = flat[-len(params):].tolist() if any(missing) else [1.0] * len(params)
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for p, got in zip(params, reached):
+        g = flat[offset:offset + p.numel()].view(p.shape)
+        offset += p.numel()
+        if p.grad is not None:
+            p.grad.copy_(g)
+        elif got > 0:
+            p.grad = torch.empty_like(p).copy_(g)
 
 
 def average_buffers(module: torch.nn.Module, w: World) -> None:
@@ -132,6 +157,23 @@ def all_sum(t: torch.Tensor, w: World) -> torch.Tensor:
     if w.size > 1:
         dist.all_reduce(t)
     return t
+
+
+def all_sum_named(sums: dict[str, torch.Tensor], w: World,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """Sum 0-d tensors by name over ranks, in one all-reduce; a name a rank lacks (it saw no
+    samples) counts as zero there, so every rank takes part in the same collective."""
+    if w.size == 1:
+        return sums
+    names: list = [None] * w.size
+    dist.all_gather_object(names, sorted(sums))
+    keys = sorted(set().union(*names))
+    if not keys:
+        return {}
+    zero = torch.zeros((), device=device)
+    t = all_sum(torch.stack([torch.as_tensor(sums.get(k, zero), device=device).float()
+                             for k in keys]), w)
+    return dict(zip(keys, t.unbind()))
 
 
 def require_single_process(what: str) -> None:

@@ -61,10 +61,17 @@ def load_yaml(path: str | None) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {path} not found")
+    if not p.is_file():
+        raise ConfigError(f"--config {path} is not a file (give a YAML file of settings)")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a UTF-8 text file (give a YAML file of "
+                          "settings)") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings")
     return data

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from .attack_args import add_attack_settings, add_model_args, check_used, load_models, settings_for
+from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
+                          load_models, settings_for)
 from .common import add_data_args, add_runtime_args
+
+log = logging.getLogger("robustlab")
 
 NAME = "evaluate"
 ORDER = 20
@@ -35,57 +39,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import attacks as rl_attacks
-    from .. import data as rl_data
     from .._io import write_json
-    from ..errors import ConfigError, InputError
-    from ..evaluation import AttackSpec, evaluate, save_adversarial
+    from ..distributed import world
+    from ..evaluation import evaluate
     from ..training.trainer import resolve_device
+    from .outputs import Outputs
 
+    check_counts(args)
     device = resolve_device(args.device)
     if args.adv:
         return _score_saved(args, device)
+    specs, needs_extractor = _specs(args)
     model, source, extractor = load_models(args, args.model)
-    meta = getattr(model, "robustlab_meta", None) or getattr(
-        getattr(model, "classifier", None), "robustlab_meta", {})
-    dataset = args.dataset or meta.get("meta", {}).get("dataset")
-    if not dataset:
-        raise ConfigError("--dataset is required (the checkpoint does not record one)")
-    ds = rl_data.load(dataset, args.split, root=args.data_root)
-    if ds.channels != model.in_channels:
-        raise InputError(f"{dataset} has {ds.channels}-channel images but {args.model} expects "
-                         f"{model.in_channels} channels")
-    if ds.num_classes != model.num_classes:
-        raise InputError(f"{dataset} has {ds.num_classes} classes but {args.model} predicts "
-                         f"{model.num_classes}")
-    threats = args.threat or ["white-box"]
-    used: set[str] = set()
-    specs = [AttackSpec(a, settings_for(a, args, used), t) for a in args.attack for t in threats]
-    check_used(args, args.attack, used)
-    if args.threat and not args.attack:
-        raise ConfigError("--threat needs at least one --attack")
-    needs_extractor = any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in args.attack)
-    result = evaluate(model, ds, specs, n=args.n, batch_size=args.batch_size, device=device,
-                      seed=args.seed, source=source, extractor=extractor() if needs_extractor else None,
-                      eot_samples=args.eot_samples, progress=not args.no_progress,
-                      sanity=args.sanity, check_large_eps=args.check_large_eps,
-                      keep_adv=bool(args.save_adv))
-    from ..distributed import world
+    extractor_net = extractor() if needs_extractor else None  # its file is checked before the data
+    dataset = dataset_of(args.dataset, model)
+    with Outputs(file=args.out) as outputs, Outputs(dir=args.save_adv, flag="--save-adv"):
+        ds = _load_data(args, dataset, model)
+        result = evaluate(model, ds, specs, n=args.n, batch_size=args.batch_size, device=device,
+                          seed=args.seed, source=source, extractor=extractor_net,
+                          eot_samples=args.eot_samples, progress=not args.no_progress,
+                          sanity=args.sanity, check_large_eps=args.check_large_eps,
+                          keep_adv=bool(args.save_adv))
+        if not world().main:  # under torchrun only rank 0 writes and prints
+            return 0
+        out = {"model": args.model, "purifier": args.purifier, "source": args.source,
+               "extractor": args.extractor, "dataset": dataset, "split": args.split,
+               **result.to_dict()}
+        if args.save_adv:
+            out["saved_adv"] = {key: str(Path(args.save_adv) / f"adv{i}.safetensors")
+                                for i, key in enumerate(result.adv)}
 
-    if not world().main:  # under torchrun only rank 0 writes and prints
-        return 0
-    out = {"model": args.model, "purifier": args.purifier, "source": args.source,
-           "extractor": args.extractor, "dataset": dataset, "split": args.split, **result.to_dict()}
-    if args.save_adv:
-        x, y = ds.images[:result.n].float() / 255, ds.labels[:result.n]
-        out["saved_adv"] = {}
-        for i, (key, x_adv) in enumerate(result.adv.items()):
-            path = Path(args.save_adv) / f"adv{i}.safetensors"
-            save_adversarial(path, x_adv, y, x, label=key, model=args.model, dataset=dataset,
-                             split=args.split, attack=result.config["attacks"][i])
-            out["saved_adv"][key] = str(path)
-    if args.out:
-        write_json(args.out, out)
+        def write() -> None:
+            if args.save_adv:
+                _save_adv(args, ds, result, dataset)
+            if args.out:
+                write_json(args.out, out)
+
+        outputs.write(write, keep=out)
     summary = {k: out[k] for k in ("n", "clean_acc", "acc", "worst_acc", "seconds")}
     print(json.dumps(summary, indent=1))
     for w in result.warnings:
@@ -93,26 +83,109 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """The numeric flags of the commands that evaluate, before anything is loaded."""
+    from .._checks import check_eps, check_int
+
+    if getattr(args, "n", None) is not None:
+        check_int("--n", args.n)
+    check_int("--batch-size", args.batch_size)
+    if getattr(args, "eot_samples", None) is not None:
+        check_int("--eot-samples", args.eot_samples)
+    if getattr(args, "check_large_eps", None) is not None:
+        check_eps(args.check_large_eps, name="--check-large-eps", positive=True)
+
+
+def _specs(args: argparse.Namespace):
+    """The AttackSpecs of the run (every name and setting checked) and whether an attack
+    differentiates through a feature extractor."""
+    from .. import attacks as rl_attacks
+    from ..errors import ConfigError
+    from ..evaluation import AttackSpec
+    from ..evaluation.harness import as_spec
+
+    if args.threat and not args.attack:
+        raise ConfigError("--threat needs at least one --attack")
+    threats = args.threat or ["white-box"]
+    used: set[str] = set()
+    specs = [as_spec(AttackSpec(a, settings_for(a, args, used), t))
+             for a in args.attack for t in threats]
+    check_used(args, args.attack, used)
+    needs = any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in args.attack)
+    return specs, needs
+
+
+def dataset_of(name: str | None, model) -> str:
+    """--dataset, else the one the (purified model's) classifier was trained on; known names
+    only. A dataset other than the recorded one, or a purifier trained on another dataset than
+    its classifier, is worth a warning: the numbers would mean little."""
+    from ..data import DATASETS
+    from ..errors import ConfigError
+
+    classifier = getattr(model, "classifier", model)
+    recorded = _trained_on(classifier)
+    dataset = name or recorded
+    if not dataset:
+        raise ConfigError("--dataset is required (the checkpoint does not record one)")
+    DATASETS.get(dataset)
+    if recorded and dataset != recorded:
+        log.warning("the classifier was trained on %s but is evaluated on %s", recorded, dataset)
+    purifier = getattr(model, "purifier", None)
+    if purifier is not None and _trained_on(purifier) not in (None, recorded or dataset):
+        log.warning("the purifier was trained on %s but its classifier on %s",
+                    _trained_on(purifier), recorded or dataset)
+    return dataset
+
+
+def _trained_on(module) -> str | None:
+    return (getattr(module, "robustlab_meta", None) or {}).get("meta", {}).get("dataset")
+
+
+def _load_data(args: argparse.Namespace, dataset: str, model):
+    from .. import data as rl_data
+    from ..errors import InputError
+
+    ds = rl_data.load(dataset, args.split, root=args.data_root)
+    if ds.channels != model.in_channels:
+        raise InputError(f"{dataset} has {ds.channels}-channel images but {args.model} expects "
+                         f"{model.in_channels} channels")
+    if ds.num_classes != model.num_classes:
+        raise InputError(f"{dataset} has {ds.num_classes} classes but {args.model} predicts "
+                         f"{model.num_classes}")
+    return ds
+
+
+def _save_adv(args: argparse.Namespace, ds, result, dataset: str) -> None:
+    from ..evaluation import save_adversarial
+
+    x, y = ds.images[:result.n].float() / 255, ds.labels[:result.n]
+    for i, (key, x_adv) in enumerate(result.adv.items()):
+        save_adversarial(Path(args.save_adv) / f"adv{i}.safetensors", x_adv, y, x, label=key,
+                         model=args.model, dataset=dataset, split=args.split,
+                         attack=result.config["attacks"][i])
+
+
 def _score_saved(args, device) -> int:
-    from .. import models as rl_models
     from .._io import write_json
     from ..evaluation import load_adversarial
     from ..evaluation.harness import score_adversarial
     from ..purifiers import Purified
+    from .outputs import Outputs
 
     x_adv, y, x, side = load_adversarial(args.adv)
-    if args.n is not None:
-        x_adv, y, x = x_adv[:args.n], y[:args.n], x[:args.n]
-    model = rl_models.load(args.model)
+    model = load_checked("--model", args.model, "classifier")
     if args.purifier:
-        model = Purified(rl_models.load(args.purifier), model)
-    flags = score_adversarial(model, x_adv, y, x, batch_size=args.batch_size, device=device)
-    out = {"model": args.model, "purifier": args.purifier, "adv": args.adv,
-           "crafted": side.get("meta", {}), "n": len(y),
-           "clean_acc": float(flags["clean"].float().mean()),
-           "robust_acc": float(flags["robust"].float().mean()),
-           "per_sample": {k: v.int().tolist() for k, v in flags.items()}}
-    if args.out:
-        write_json(args.out, out)
+        model = Purified(load_checked("--purifier", args.purifier, "purifier"), model)
+    with Outputs(file=args.out) as outputs:
+        if args.n is not None:
+            x_adv, y, x = x_adv[:args.n], y[:args.n], x[:args.n]
+        flags = score_adversarial(model, x_adv, y, x, batch_size=args.batch_size, device=device)
+        out = {"model": args.model, "purifier": args.purifier, "adv": args.adv,
+               "crafted": side.get("meta", {}), "n": len(y),
+               "clean_acc": float(flags["clean"].float().mean()),
+               "robust_acc": float(flags["robust"].float().mean()),
+               "per_sample": {k: v.int().tolist() for k, v in flags.items()}}
+        if args.out:
+            outputs.write(lambda: write_json(args.out, out), keep=out)
     print(json.dumps({k: out[k] for k in ("n", "clean_acc", "robust_acc")}))
     return 0

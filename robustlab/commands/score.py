@@ -26,32 +26,41 @@ def run(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .. import models as rl_models
     from .._io import write_json, write_text
     from ..evaluation import load_adversarial, score_adversarial
     from ..training.trainer import resolve_device
+    from .attack_args import load_checked
+    from .evaluate import check_counts
+    from .outputs import Outputs
 
+    check_counts(args)
     device = resolve_device(args.device)
-    models = {name: rl_models.load(path) for name, path in args.model}
+    models = {name: load_checked("--model", path, "classifier") for name, path in args.model}
+    examples = {name: load_adversarial(path) for name, path in args.adv}  # checked before work
     rows = []
-    for adv_name, path in args.adv:
-        x_adv, y, x, side = load_adversarial(path)
-        for name, model in models.items():
-            flags = score_adversarial(model, x_adv, y, x, batch_size=args.batch_size, device=device)
-            rows.append({"examples": adv_name, "model": name, "n": len(y),
-                         "clean_acc": float(flags["clean"].float().mean()),
-                         "robust_acc": float(flags["robust"].float().mean())})
+    with Outputs(prefix=args.out) as outputs:
+        for adv_name, (x_adv, y, x, _side) in examples.items():
+            for name, model in models.items():
+                flags = score_adversarial(model, x_adv, y, x, batch_size=args.batch_size,
+                                          device=device)
+                rows.append({"examples": adv_name, "model": name, "n": len(y),
+                             "clean_acc": float(flags["clean"].float().mean()),
+                             "robust_acc": float(flags["robust"].float().mean())})
+
+        def write() -> None:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+            write_text(f"{args.out}.csv", buf.getvalue())
+            write_json(f"{args.out}.json", {"rows": rows})
+
+        if args.out:
+            outputs.write(write, keep={"rows": rows})
     names = list(models)
     lines = ["| examples | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for adv_name, _ in args.adv:
+    for adv_name in examples:
         accs = {r["model"]: r["robust_acc"] for r in rows if r["examples"] == adv_name}
         lines.append(f"| {adv_name} | " + " | ".join(f"{100 * accs[m]:.2f}" for m in names) + " |")
     print("\n".join(lines))
-    if args.out:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        write_text(f"{args.out}.csv", buf.getvalue())
-        write_json(f"{args.out}.json", {"rows": rows})
     return 0

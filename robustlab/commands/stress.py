@@ -49,44 +49,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import provenance, write_json, write_text
+    from ..distributed import world
     from ..errors import ConfigError
     from ..evaluation import evaluate, save_sweep, sweep
     from ..training.trainer import resolve_device
-    from .sweep import markdown
+    from .outputs import Outputs
+    from .sweep import check_values, markdown
 
-    models, info = _load_models(args.model)
-    ds = _dataset(args, models)
     if len(args.steps_eps) != 1 or args.steps_eps[0] <= 0:
         raise ConfigError(f"--steps-eps takes one eps > 0, got {args.steps_eps}")
-    if args.n < 1 or args.pgd_steps < 1 or min(args.steps) < 1 or min(args.eps) < 0:
-        raise ConfigError("--n, --pgd-steps and --steps must be >= 1 and --eps >= 0")
+    check_values("eps", args.eps, flag="--eps")
+    check_values("eps", args.steps_eps, flag="--steps-eps")
+    check_values("steps", args.steps, flag="--steps")
+    if args.n < 1 or args.pgd_steps < 1 or args.batch_size < 1:
+        raise ConfigError("--n, --pgd-steps and --batch-size must be >= 1")
+    models, info = _load_models(args.model)
+    dataset = _dataset_name(args, models)
     device = resolve_device(args.device)
     common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size, device=device,
                   progress=not args.no_progress)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, model in models.items():
-        info[name]["clean_acc"] = evaluate(model, ds, (), **common).clean_acc
-    curves = {
-        "fgsm-eps": sweep(models, ds, "fgsm", param="eps", values=args.eps, **common),
-        "pgd-eps": sweep(models, ds, "pgd", param="eps", values=args.eps,
-                         settings={"steps": args.pgd_steps}, **common),
-        "pgd-steps": sweep(models, ds, "pgd", param="steps", values=args.steps,
-                           settings={"eps": args.steps_eps[0]}, **common),
-    }
-    titles = {"fgsm-eps": "FGSM: accuracy vs eps",
-              "pgd-eps": f"PGD-{args.pgd_steps}: accuracy vs eps",
-              "pgd-steps": f"PGD at eps {args.steps_eps[0]:.4g}: accuracy vs steps"}
-    files = {key: {k: str(v) for k, v in save_sweep(rows, out / key, title=titles[key]).items()}
-             for key, rows in curves.items()}
-    table = clean_table(info)
-    write_text(out / "clean.md", table + "\n")
-    write_text(out / "clean.csv", _csv(info))
-    write_json(out / "stress.json", {
-        "dataset": ds.name, "split": args.split, "n": min(args.n, len(ds)), "seed": args.seed,
-        "models": info, "curves": curves, "files": files, "provenance": provenance(),
-        "settings": {"eps": args.eps, "pgd_steps": args.pgd_steps, "steps": args.steps,
-                     "steps_eps": args.steps_eps[0]}})
+    with Outputs(dir=args.out) as outputs:
+        ds = _load(dataset, args)
+        for name, model in models.items():
+            info[name]["clean_acc"] = evaluate(model, ds, (), **common).clean_acc
+        curves = {
+            "fgsm-eps": sweep(models, ds, "fgsm", param="eps", values=args.eps, **common),
+            "pgd-eps": sweep(models, ds, "pgd", param="eps", values=args.eps,
+                             settings={"steps": args.pgd_steps}, **common),
+            "pgd-steps": sweep(models, ds, "pgd", param="steps", values=args.steps,
+                               settings={"eps": args.steps_eps[0]}, **common),
+        }
+        if not world().main:  # under torchrun only rank 0 writes and prints
+            return 0
+        titles = {"fgsm-eps": "FGSM: accuracy vs eps",
+                  "pgd-eps": f"PGD-{args.pgd_steps}: accuracy vs eps",
+                  "pgd-steps": f"PGD at eps {args.steps_eps[0]:.4g}: accuracy vs steps"}
+        table = clean_table(info)
+        doc = {"dataset": ds.name, "split": args.split, "n": min(args.n, len(ds)),
+               "seed": args.seed, "models": info, "curves": curves, "provenance": provenance(),
+               "settings": {"eps": args.eps, "pgd_steps": args.pgd_steps, "steps": args.steps,
+                            "steps_eps": args.steps_eps[0]}}
+
+        def write() -> None:
+            doc["files"] = {key: {k: str(v) for k, v in
+                                  save_sweep(rows, out / key, title=titles[key]).items()}
+                            for key, rows in curves.items()}
+            write_text(out / "clean.md", table + "\n")
+            write_text(out / "clean.csv", _csv(info))
+            write_json(out / "stress.json", doc)
+
+        outputs.write(write, keep=doc)
     print(table)
     for key, rows in curves.items():
         print(f"\n{titles[key]}\n{markdown(rows)}")
@@ -97,14 +110,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_models(named: list[tuple[str, str]]) -> tuple[dict, dict[str, dict[str, Any]]]:
     """name -> model, and name -> what the table shows (checkpoint, method, training eps)."""
-    from .. import models as rl_models
     from ..errors import ConfigError
+    from .attack_args import load_checked
 
     models, info = {}, {}
     for name, path in named:
         if name in models:
             raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
-        models[name] = rl_models.load(path)
+        models[name] = load_checked("--model", path, "classifier")
         cfg = getattr(models[name], "robustlab_meta", {}).get("meta", {}).get("config", {}) or {}
         info[name] = {"checkpoint": str(path), "method": cfg.get("method", "?"),
                       "train_eps": _train_eps(cfg), "dataset": cfg.get("dataset")}
@@ -124,8 +137,8 @@ def _train_eps(cfg: dict[str, Any]) -> float | None:
     return getattr(args, "eps", None)
 
 
-def _dataset(args: argparse.Namespace, models: dict):
-    from .. import data as rl_data
+def _dataset_name(args: argparse.Namespace, models: dict) -> str:
+    from ..data import DATASETS
     from ..errors import ConfigError
 
     recorded = {i.get("meta", {}).get("dataset") for i in
@@ -133,6 +146,17 @@ def _dataset(args: argparse.Namespace, models: dict):
     dataset = args.dataset or (recorded.pop() if len(recorded) == 1 else None)
     if not dataset:
         raise ConfigError("--dataset is required (the checkpoints do not record one dataset)")
+    DATASETS.get(dataset)
+    from .evaluate import dataset_of
+
+    for m in models.values():  # each model trained on another dataset is worth a warning
+        dataset_of(dataset, m)
+    return dataset
+
+
+def _load(dataset: str, args: argparse.Namespace):
+    from .. import data as rl_data
+
     return rl_data.load(dataset, args.split, root=args.data_root)
 
 

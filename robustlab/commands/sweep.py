@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .attack_args import add_attack_settings, add_model_args, check_used, settings_for
+from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
+                          settings_for)
 from .common import add_data_args, add_runtime_args, numbers
 
 NAME = "sweep"
@@ -44,45 +45,70 @@ def run(args: argparse.Namespace) -> int:
     from .. import attacks as rl_attacks
     from .. import data as rl_data
     from .. import models as rl_models
+    from ..distributed import world
     from ..errors import ConfigError
     from ..evaluation import save_sweep, sweep
     from ..evaluation.sanity import monotonic_warnings
+    from ..evaluation.threats import THREAT_MODELS
     from ..purifiers import Purified
     from ..training.trainer import resolve_device
+    from .evaluate import check_counts, dataset_of
+    from .outputs import Outputs
 
     if getattr(args, args.param) is not None:
         raise ConfigError(f"--{args.param} is the swept setting; give its values with --values")
+    check_counts(args)
+    check_values(args.param, args.values, args.norm or "linf")
+    THREAT_MODELS.get(args.threat)
     attacks = args.attack or ["pgd"]
     used: set[str] = set()
     settings = {a: settings_for(a, args, used) for a in attacks}
     check_used(args, attacks, used)
+    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
     models = {}
     for name, path in args.model:
         if name in models:
             raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
-        m = rl_models.load(path)
-        models[name] = Purified(rl_models.load(args.purifier), m) if args.purifier else m
+        m = load_checked("--model", path, "classifier")
+        models[name] = Purified(purifier, m) if purifier is not None else m
     first = next(iter(models.values()))
-    dataset = args.dataset or getattr(getattr(first, "classifier", first), "robustlab_meta",
-                                      {}).get("meta", {}).get("dataset")
-    if not dataset:
-        raise ConfigError("--dataset is required (the checkpoint does not record one)")
-    ds = rl_data.load(dataset, args.split, root=args.data_root)
-    source = rl_models.load(args.source) if args.source else None
+    dataset = dataset_of(args.dataset, first)
+    for m in list(models.values())[1:]:  # each model trained elsewhere is worth a warning
+        dataset_of(dataset, m)
+    source = load_checked("--source", args.source, "classifier") if args.source else None
     extractor = None
     if any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in attacks):
-        base = rl_models.load(args.extractor) if args.extractor else getattr(first, "classifier", first)
+        base = (load_checked("--extractor", args.extractor, "classifier") if args.extractor
+                else getattr(first, "classifier", first))
         extractor = rl_models.feature_extractor(base, args.extractor_blocks)
-    rows = sweep(models, ds, attacks, param=args.param, values=args.values, attack_settings=settings,
-                 threat=args.threat, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                 device=resolve_device(args.device), progress=not args.no_progress,
-                 source=source, extractor=extractor)
-    paths = save_sweep(rows, args.out, title=args.title)
+    with Outputs(prefix=args.out) as outputs:
+        ds = rl_data.load(dataset, args.split, root=args.data_root)
+        rows = sweep(models, ds, attacks, param=args.param, values=args.values,
+                     attack_settings=settings, threat=args.threat, n=args.n, seed=args.seed,
+                     batch_size=args.batch_size, device=resolve_device(args.device),
+                     progress=not args.no_progress, source=source, extractor=extractor)
+        if not world().main:  # under torchrun only rank 0 writes and prints
+            return 0
+        paths: dict = {}
+        outputs.write(lambda: paths.update(save_sweep(rows, args.out, title=args.title)),
+                      keep={"rows": rows})
     print(markdown(rows))
     for w in monotonic_warnings(rows):
         print(f"robustlab: warning [{w['check']}]: {w['message']}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def check_values(param: str, values: list, norm: str = "linf", flag: str = "--values") -> None:
+    """Swept values obey the rules of their setting: eps the one eps rule, steps integers >= 1."""
+    from .._checks import check_eps, check_int
+
+    name = f"{flag} ({param})" if flag == "--values" else flag
+    for v in values:
+        if param == "eps":
+            check_eps(v, norm, name=name)
+        else:
+            check_int(name, v)
 
 
 def markdown(rows: list[dict]) -> str:

@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
 
     cfg = build_config(args)
+    from ..distributed import world
+
     final = train(cfg, args.out, data_root=args.data_root, device=args.device,
                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps({"out": args.out, **final}))
+    if world().main:  # under torchrun every rank returns; one prints
+        print(json.dumps({"out": args.out, **final}))
     return 0

@@ -119,7 +119,8 @@ def _threat(side: dict) -> dict | None:
         threat = {"eps": settings["eps"], "norm": settings.get("norm", "linf")}
     if not isinstance(threat, dict) or not isinstance(threat.get("norm"), str):
         raise InputError(f"expected {{'eps': float, 'norm': 'linf' | 'l2'}}, got {threat!r}")
-    return {"eps": check_eps(threat.get("eps")), "norm": check_norm(threat["norm"])}
+    norm = check_norm(threat["norm"])
+    return {"eps": check_eps(threat.get("eps"), norm), "norm": norm}
 
 
 def _problem(t: dict[str, torch.Tensor], n: Any, threat: dict | None) -> str | None:

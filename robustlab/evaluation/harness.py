@@ -11,6 +11,7 @@ case over several attacks is the per-sample AND of their robust flags.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import attacks as rl_attacks
-from .._checks import check_images, check_int, check_labels
+from .._checks import check_images, check_int, check_labels, model_dtype
 from .._io import provenance
 from ..distributed import device_for, unshard, world
 from ..errors import ConfigError, InputError
@@ -28,6 +29,7 @@ from ..purifiers import Purified
 from .sanity import gradient_warnings, large_eps_warnings, output_warnings, threat_warnings
 from .threats import THREAT_MODELS
 
+log = logging.getLogger(__name__)
 _SEED_STRIDE = 1_000_003
 _BATCH_STRIDE = 7919
 
@@ -128,6 +130,7 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
     device = device_for(w, torch.device(device) if device else _device_of(model))
     x_all, y_all = _tensors(data, n)
     check_images(x_all, getattr(model, "in_channels", None))
+    x_all = x_all.to(model_dtype(model) or x_all.dtype)  # float64 images for a float32 model
     check_labels(y_all, len(y_all), getattr(model, "num_classes", None))
     n_total = len(y_all)
     x_all, y_all = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
@@ -277,6 +280,10 @@ def _tensors(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     if n is not None:
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
+        if n > len(y):
+            name = getattr(data, "name", "the data")
+            log.warning("n=%d asked for, but %s has %d samples: evaluating all %d", n, name,
+                        len(y), len(y))
         x, y = x[:n], y[:n]
     if x.dtype == torch.uint8:
         x = x.float().div_(255)

@@ -18,13 +18,16 @@ from typing import Any, Sequence
 
 from .. import data as rl_data
 from .. import models as rl_models
-from .._io import provenance, write_json, write_text
+from .._checks import check_eps, check_int, check_positive
+from .._io import file_group, new_dirs, provenance, write_json, write_text
+from .._lock import Lock
 from ..config import to_dict
 from ..errors import ConfigError
-from .config import TrainConfig
+from .config import TrainConfig, check_names
 from .contrastive_finetune import finetune
+from .contrastive_methods import PRETRAIN_METHODS
 from .contrastive_train import PretrainConfig, pretrain
-from .trainer import resolve_device, train
+from .trainer import check_startable, resolve_device, train
 
 DEFAULT_EPS = (0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15)
 _SHARED = ("dataset", "model", "width", "model_kwargs", "subset", "val", "seed")
@@ -54,9 +57,19 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
         The summary written to ``comparison.json``.
     """
     _check_arms(pre, fine)
+    _check_evaluation(eps, pgd_steps, step_size, n)
+    check_names(pre, PRETRAIN_METHODS)
+    check_startable(fine)
     out = Path(out)
     runs = dict(data_root=data_root, device=device, resume=resume, overwrite=overwrite,
                 progress=progress)
+    with new_dirs(out), Lock(out, is_dir=True, what=f"--out {out}"):
+        return _compare(pre, fine, out, runs, eps, pgd_steps, step_size, n, data_root, device,
+                        progress)
+
+
+def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, data_root, device,
+             progress) -> dict[str, Any]:
     pre_final = pretrain(pre, out / "pretrain", **runs)
     encoder = out / "pretrain" / "encoder.safetensors"
     ft_final = finetune(fine.replace(init=str(encoder)), out / "finetuned", **runs)
@@ -64,7 +77,7 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
 
     named = dict(zip(arm_names(pre, fine), ("finetuned", "baseline")))
     dev = resolve_device(device)
-    arms = {name: rl_models.load(out / run / "model.safetensors").to(dev)
+    arms = {name: rl_models.load(out / run / "model.safetensors", kind="classifier").to(dev)
             for name, run in named.items()}
     from ..evaluation import save_sweep, sweep  # the evaluation harness (imports attacks)
 
@@ -75,8 +88,9 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
     values = [0.0, *sorted(float(e) for e in eps)]
     rows = sweep(arms, test, "pgd", param="eps", values=values, settings=settings, n=n,
                  seed=fine.seed, device=dev, progress=progress)
-    paths = save_sweep(rows, out / "pgd_vs_eps",
-                       title=f"{fine.dataset} {fine.model}: white-box PGD-{pgd_steps}")
+    with file_group():
+        paths = save_sweep(rows, out / "pgd_vs_eps",
+                           title=f"{fine.dataset} {fine.model}: white-box PGD-{pgd_steps}")
     table = difference_table(rows, *arm_names(pre, fine))
     summary = {
         "arms": {name: run for name, run in named.items()},
@@ -90,8 +104,9 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
         "pretrain_config": to_dict(pre), "train_config": to_dict(fine),
         "files": {k: str(v) for k, v in paths.items()}, "provenance": provenance(),
     }
-    write_json(out / "comparison.json", summary)
-    write_text(out / "comparison.md", markdown_table(table, *arm_names(pre, fine)))
+    with file_group():
+        write_json(out / "comparison.json", summary)
+        write_text(out / "comparison.md", markdown_table(table, *arm_names(pre, fine)))
     return summary
 
 
@@ -127,6 +142,20 @@ def _check_arms(pre: PretrainConfig, fine: TrainConfig) -> None:
     if fine.init:
         raise ConfigError("the fine-tuning config of a comparison must not set init: the "
                           "pre-trained arm starts from the encoder, the baseline from scratch")
+
+
+def _check_evaluation(eps: Sequence[float], pgd_steps: int, step_size: float | None,
+                      n: int | None) -> None:
+    """The evaluation settings, checked before hours of training depend on them."""
+    if not eps:
+        raise ConfigError("eps needs at least one PGD budget")
+    for e in eps:
+        check_eps(e, name="eps", positive=True)
+    check_int("pgd_steps", pgd_steps)
+    if step_size is not None:
+        check_positive("pgd_step_size", step_size)
+    if n is not None:
+        check_int("n", n)
 
 
 def _seconds(run: Path) -> float:

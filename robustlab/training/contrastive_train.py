@@ -11,23 +11,24 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Iterator, Literal, NoReturn, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import models as rl_models
-from .._checks import check_int, check_positive, is_size
+from .._checks import check_eps, check_finite_module, check_int, check_positive, is_size
 from ..config import from_dict
 from ..data.presets import refuse_flips
 from ..distributed import require_single_process
 from ..errors import ConfigError, InputError, TrainingDiverged
+from .config import check_model_kwargs, check_names
 from .contrastive import TEMPERATURE, ProjectionModel, contrastive_preset
 from .contrastive_bn import convert_dual_bn, export_branch
 from .contrastive_methods import PRETRAIN_METHODS, ContrastiveAttack
 from .optim import build_optimizer, lr_factor, set_lr
 from .rundir import RunDir
-from .state import has_state, load_state, save_state
+from .state import save_state
 from .trainer import amp_context, epoch_seed, prepare_data, resolve_device
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ class PretrainConfig:
             raise ConfigError(f"batch_size must be an integer >= 2 for contrastive pre-training "
                               f"(NT-Xent uses the other images of the batch as negatives), got "
                               f"{self.batch_size!r}; SimCLR/ACL use 256-512")
-        for name in ("lr", "gamma", "width", "temperature", "eps", "step_size"):
+        for name in ("lr", "gamma", "width", "temperature", "step_size"):
             check_positive(name, getattr(self, name))
+        check_eps(self.eps, positive=True)
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_int("proj_dim", self.proj_dim)
@@ -98,6 +100,7 @@ class PretrainConfig:
             raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got "
                               f"{self.val!r}")
         check_int("seed", self.seed, 0)
+        check_model_kwargs(self.model_kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
@@ -137,11 +140,18 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
     """
     require_single_process("contrastive pre-training")
+    check_names(cfg, PRETRAIN_METHODS)
     method = PRETRAIN_METHODS.get(cfg.method)
     # checks now, writes once everything is built: a run that fails to start leaves nothing
-    out_dir = RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite, defer=True)
+    with RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite) as out_dir:
+        return _pretrain(cfg, method, out_dir, data_root, device, progress)
+
+
+def _pretrain(cfg: PretrainConfig, method, out_dir: RunDir, data_root, device,
+              progress: bool) -> dict[str, Any]:
     device = resolve_device(device)
     data, _ = prepare_data(cfg, data_root)
+    out_dir.depend_data("training images", data, labels=False)
     preset = cfg.augment or contrastive_preset(data)
     aug = refuse_flips(preset, data.flip_ok, data.name)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
@@ -153,11 +163,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     optimizer = build_optimizer(cfg, net.trainable_parameters())
     attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
     out_dir.create()
-    start = 0
-    if resume and has_state(out_dir.path / "last"):
-        start, _, _ = load_state(out_dir.path / "last", model=net, optimizer=optimizer)
-        log.info("resuming %s after epoch %d", out_dir.path, start)
-    out_dir.truncate_metrics(start)
+    start, _ = out_dir.resume_from(cfg.epochs, model=net, optimizer=optimizer)
     done = out_dir.read_metrics()
     metrics: dict[str, Any] = dict(done[-1]) if done else {}
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
@@ -167,12 +173,17 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
         t0 = time.perf_counter()
         metrics = _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch,
                          epoch * steps_per_epoch, steps_per_epoch * cfg.epochs, progress)
+        bad = check_finite_module(net)
+        if bad:
+            _diverged(epoch, f"{', '.join(bad[:3])} became non-finite")
         metrics = {"epoch": epoch + 1, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
-        out_dir.append_metrics(metrics)
-        save_encoder(net, spec, out_dir.path / "encoder.safetensors", dual_bn=method.dual_bn,
-                     dataset=cfg.dataset, config=out_dir.config_dict, metrics=metrics,
-                     augment=preset)
-        save_state(out_dir.path / "last", model=net, optimizer=optimizer, epoch=epoch + 1)
+        with out_dir.saving(epoch):
+            out_dir.append_metrics(metrics)
+            save_encoder(net, spec, out_dir.path / "encoder.safetensors", dual_bn=method.dual_bn,
+                         dataset=cfg.dataset, config=out_dir.config_dict, metrics=metrics,
+                         augment=preset)
+            save_state(out_dir.path / "last", model=net, optimizer=optimizer, epoch=epoch + 1)
+        out_dir.commit_epoch()
     return metrics
 
 
@@ -228,7 +239,10 @@ def _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch, s
 
 def _check_finite(total: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(total):
-        raise TrainingDiverged(
-            f"the NT-Xent loss became non-finite in epoch {epoch + 1}; the run stopped and the "
-            f"encoder of epoch {epoch} was kept. Lower the learning rate (or set grad_clip) and "
-            "start again with --overwrite.")
+        _diverged(epoch, "the NT-Xent loss became non-finite")
+
+
+def _diverged(epoch: int, what: str) -> NoReturn:
+    raise TrainingDiverged(
+        f"{what} in epoch {epoch + 1}; the run stopped and the encoder of epoch {epoch} was "
+        "kept. Lower the learning rate (or set grad_clip) and start again with --overwrite.")

@@ -68,5 +68,15 @@ class Standard(Method):
         return StepOutput(F.cross_entropy(logits, y), logits)
 
 
+def check_method_args(name: str, args: dict[str, Any]) -> None:
+    """Before any data is loaded: the method exists, its settings are known and of the right
+    type, and its eps obeys the one eps rule (each method checks the rest when it is built)."""
+    from .._checks import check_eps
+
+    a = from_dict(METHODS.get(name).Args, dict(args), where=f"method {name!r}")
+    if getattr(a, "eps", None) is not None:
+        check_eps(a.eps, name=f"method {name!r}: eps", positive=True)
+
+
 def build_method(name: str, args: dict[str, Any], ctx: MethodContext) -> Method:
     return METHODS.get(name)(args, ctx)

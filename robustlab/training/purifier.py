@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import data as rl_data
 from .. import models as rl_models
+from .._checks import check_finite_module
 from ..distributed import require_single_process
 from ..errors import TrainingDiverged
 from .purifier_config import PurifierConfig
@@ -37,7 +38,7 @@ from .purifier_setup import (augmenter, build_gan, check_channels, check_defende
                              check_purifier_shape, check_sizes, load_frozen, training_data)
 from .purifier_steps import GanParts, make_attack, train_step
 from .rundir import RunDir
-from .state import has_state, load_state, save_state
+from .state import save_state
 from .trainer import amp_context, epoch_seed, resolve_device
 
 log = logging.getLogger(__name__)
@@ -59,21 +60,30 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
 
     Raises:
         ConfigError / InputError / CheckpointError for settings that cannot train (before ``out``
-        is touched); TrainingDiverged when a loss becomes non-finite (the previous epoch's files
-        are kept).
+        is touched); TrainingDiverged when a loss, a weight or a buffer (e.g. a BatchNorm
+        running_var) of G or D becomes non-finite (the previous epoch's files are kept).
 
     Returns:
         The final metrics line.
     """
     require_single_process("the purifier trainer")
-    device = resolve_device(device)
     check_sizes(cfg, cfg.image_size)
-    train_data = training_data(cfg, data_root)
+    with RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite) as out_dir:
+        for what in ("extractor", "perceptual_extractor", "classifier"):
+            out_dir.depend(what.replace("_", " "), getattr(cfg, what))
+        return _train(cfg, out_dir, data_root, resolve_device(device), progress)
+
+
+def _train(cfg: PurifierConfig, out_dir: RunDir, data_root: str | None, device: torch.device,
+           progress: bool) -> dict[str, Any]:
     extractor_net = load_frozen(cfg.extractor, device, "extractor")
+    perceptual_net = _perceptual_net(cfg, device)
+    classifier = load_frozen(cfg.classifier or cfg.extractor, device, "classifier") if cfg.val_n else None
+    train_data = training_data(cfg, data_root)
+    out_dir.depend_data("training images", train_data, labels=False)
     check_channels(extractor_net, cfg.extractor, train_data, "extractor")
     extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
-    perceptual = _perceptual(cfg, extractor, device, train_data)
-    classifier = load_frozen(cfg.classifier or cfg.extractor, device, "classifier") if cfg.val_n else None
+    perceptual = _perceptual(cfg, extractor, perceptual_net, train_data)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=_INIT_STREAM))  # initial weights
     generator, critic = build_gan(cfg, train_data.channels, device)
     probe = first_images(train_data, 2, device)
@@ -82,7 +92,6 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
         check_defended(generator, classifier, cfg.classifier or cfg.extractor, train_data)
     preset, flip = augmenter(cfg, train_data)
 
-    out_dir = RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite, defer=True)
     betas = tuple(cfg.betas)
     parts = GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
                      torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
@@ -90,15 +99,8 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
     monitor = _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype)
     out_dir.create()  # only now: a run that fails to start leaves the directory as it was
-    if overwrite:  # the previous run's grids (RunDir removes the files it knows by name)
-        for old in out_dir.path.glob("grid_epoch*.png"):
-            old.unlink()
-    start = 0
-    if resume and has_state(out_dir.path / "last"):
-        start, _, _ = load_state(out_dir.path / "last", modules={"G": generator, "D": critic},
-                                 optimizers={"G": parts.opt_g, "D": parts.opt_d})
-        log.info("resuming %s after epoch %d", out_dir.path, start)
-    out_dir.truncate_metrics(start)
+    start, _ = out_dir.resume_from(cfg.epochs, modules={"G": generator, "D": critic},
+                                   optimizers={"G": parts.opt_g, "D": parts.opt_d})
     done = out_dir.read_metrics()
     metrics: dict[str, Any] = dict(done[-1]) if done else {}
     for epoch in range(start, cfg.epochs):
@@ -108,21 +110,29 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
                              random_start=cfg.random_start, generator=gen, amp_dtype=amp_dtype)
         t0 = time.perf_counter()
         metrics = _epoch(cfg, parts, train_data, preset, flip, attack, gen, device, epoch, progress)
+        _check_weights(parts, epoch)  # before scoring or saving them
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         metrics["images_per_second"] = round(len(train_data) / max(metrics["seconds"], 1e-9), 2)
         metrics.update(monitor.score(generator))
         metrics = {"epoch": epoch + 1, **metrics}
-        _save_epoch(cfg, out_dir, parts, monitor, metrics, epoch + 1,
-                    extractor_name=extractor_net.robustlab_meta.get("name"))
+        with out_dir.saving(epoch):
+            _save_epoch(cfg, out_dir, parts, monitor, metrics, epoch + 1,
+                        extractor_name=extractor_net.robustlab_meta.get("name"))
+        out_dir.commit_epoch()
     return metrics
 
 
-def _perceptual(cfg: PurifierConfig, extractor, device, ds):
+def _perceptual_net(cfg: PurifierConfig, device):
+    """The perceptual loss's own network, when it is not the attack's extractor."""
     if cfg.perceptual_extractor is None and cfg.perceptual_blocks is None:
+        return None
+    return load_frozen(cfg.perceptual_extractor or cfg.extractor, device, "perceptual extractor")
+
+
+def _perceptual(cfg: PurifierConfig, extractor, net, ds):
+    if net is None:
         return extractor
-    path = cfg.perceptual_extractor or cfg.extractor
-    net = load_frozen(path, device, "perceptual extractor")
-    check_channels(net, path, ds, "perceptual extractor")
+    check_channels(net, cfg.perceptual_extractor or cfg.extractor, ds, "perceptual extractor")
     return rl_models.feature_extractor(net, cfg.perceptual_blocks or cfg.extractor_blocks)
 
 
@@ -155,15 +165,33 @@ def _epoch(cfg, parts, data, preset, flip, attack, gen, device, epoch, progress)
         try:
             stats = train_step(parts, x, attack=attack, autocast=autocast, where=where)
         except TrainingDiverged as exc:
-            raise TrainingDiverged(
-                f"{exc}. The checkpoint of epoch {epoch} was kept; lower the learning rate (lr) "
-                "and start again with --overwrite.") from None
+            raise TrainingDiverged(f"{exc}. {_kept(epoch)}") from None
         b = x.shape[0]
         n_seen += b
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) * b
         bar.set_postfix(g=f"{stats['g_loss']:.3f}")
     return {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
+
+
+def _kept(epoch: int) -> str:
+    """What is left after epoch ``epoch + 1`` diverged, and what to do."""
+    kept = f"The checkpoint of epoch {epoch} was kept" if epoch else "No checkpoint was written"
+    return f"{kept}; lower the learning rate (lr) and start again with --overwrite."
+
+
+def _check_weights(parts: GanParts, epoch: int) -> None:
+    """Stop when a parameter or buffer of G or D is non-finite: the losses can stay finite while
+    a BatchNorm running_var overflows (e.g. at lr 1e6), and the saved purifier would then output
+    NaN in eval mode."""
+    bad = [f"{who}.{key}" for who, module in (("generator", parts.generator),
+                                              ("critic", parts.critic))
+           for key in check_finite_module(module)]
+    if bad:
+        more = " ..." if len(bad) > 4 else ""
+        raise TrainingDiverged(f"the weights became non-finite in epoch {epoch + 1} "
+                               f"({', '.join(bad[:4])}{more}); the run stopped before saving "
+                               f"them. {_kept(epoch)}")
 
 
 def _save_epoch(cfg: PurifierConfig, out_dir: RunDir, parts: GanParts, monitor: Monitor,

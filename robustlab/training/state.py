@@ -117,11 +117,15 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     try:
         meta = json.loads(meta_path.read_text())
         flat = load_file(str(weights_path))
-    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read the training state {stem}: {exc}. "
                               "Start again with --overwrite.") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a robustlab training state")
+    epoch = meta.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{meta_path} is damaged: its epoch is {epoch!r}, not a count of "
+                              "finished epochs; start again with --overwrite")
     if "tensors_sha256" in meta and meta["tensors_sha256"] != sha256_file(weights_path):
         raise CheckpointError(f"{weights_path} does not belong to {meta_path} (the run was "
                               "interrupted while saving); start again with --overwrite")
@@ -144,7 +148,7 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
             raise CheckpointError(f"the training state in {stem} has no optimizer {prefix!r}")
         _load_optimizer(opt, flat, prefix, groups, scalars)
     extra_t = {k[6:]: v for k, v in flat.items() if k.startswith("extra.")}
-    return int(meta["epoch"]), meta.get("extra", {}), extra_t
+    return epoch, meta.get("extra", {}), extra_t
 
 
 def _load_module(module: torch.nn.Module, flat: dict[str, torch.Tensor], prefix: str,

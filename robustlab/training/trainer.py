@@ -1,8 +1,9 @@
 """The one classifier trainer: a fixed loop, a pluggable method, resumable from its last epoch.
 
 Several processes (torchrun): every rank draws the same global batches and trains on its slice;
-gradients are averaged with one all-reduce per step and batch-norm statistics after each epoch;
-only rank 0 writes.
+gradients are combined with one all-reduce per step, each slice weighted by its size (so uneven
+slices and a last batch smaller than the world give the weights of one process), and batch-norm
+statistics are averaged after each epoch; only rank 0 writes.
 
 Reproducibility: every epoch draws its data order, augmentations, attack starts and dropout masks
 from generators seeded by (seed, epoch), and the state saved after each epoch holds the model and
@@ -22,13 +23,14 @@ from tqdm.auto import tqdm
 
 from .. import data as rl_data
 from .. import models as rl_models
-from ..distributed import (World, all_reduce_grads, all_sum, average_buffers, barrier,
-                           broadcast_module, device_for, world)
+from .._checks import check_finite_module
+from ..distributed import (World, all_reduce_grads, all_sum, all_sum_named, average_buffers,
+                           barrier, broadcast_module, device_for, world)
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..evaluation.clean import accuracy
-from .config import TrainConfig
+from .config import TrainConfig, check_names
 from .guards import build_guards
-from .methods import MethodContext, build_method
+from .methods import METHODS, MethodContext, build_method, check_method_args
 from .optim import build_optimizer, lr_factor, set_lr
 from .rundir import RunDir
 from .state import has_state, load_state, save_state
@@ -109,7 +111,10 @@ def freeze_body(model: torch.nn.Module) -> None:
 def init_from(model: torch.nn.Module, path: str) -> None:
     """Start from the weights of a saved checkpoint (e.g. a pre-trained encoder) of the same
     architecture; a different backbone is refused with what differs and how to ask for it."""
-    source = rl_models.load(path)
+    try:
+        source = rl_models.load(path, kind="classifier")
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init: {exc}") from None
     want = getattr(model, "robustlab_spec", {})
     have = getattr(source, "robustlab_spec", {})
     keys = ("width", "in_channels", "num_classes")
@@ -136,12 +141,34 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
 
     Writes ``config.json``, ``metrics.jsonl`` (a line per epoch), ``model.safetensors`` with its
     JSON sidecar (the latest weights) and ``last.safetensors``/``last.json`` (the state to resume
-    from). Returns the final metrics line.
+    from). ``out`` is locked while the run lasts; a run that fails before its first epoch is
+    saved leaves ``out`` as it was. Returns the final metrics line.
     """
-    out_dir = RunDir(out, "train", cfg, resume=resume, overwrite=overwrite, defer=True)
+    check_startable(cfg)
+    with RunDir(out, "train", cfg, resume=resume, overwrite=overwrite) as out_dir:
+        out_dir.depend("init checkpoint", cfg.init)
+        out_dir.depend("source checkpoint", cfg.method_args.get("source"))
+        return _train(cfg, out_dir, data_root, device, progress, hooks)
+
+
+def check_startable(cfg: TrainConfig) -> None:
+    """What can be checked before any data is loaded or file written: every name, the method's
+    settings, and the checkpoints the run starts from."""
+    check_names(cfg, METHODS)
+    check_method_args(cfg.method, cfg.method_args)
+    for what, path in (("--init", cfg.init), ("--source", cfg.method_args.get("source"))):
+        if path:
+            try:
+                rl_models.read_meta(path)  # exists, and is a readable robustlab checkpoint
+            except CheckpointError as exc:
+                raise CheckpointError(f"{what}: {exc}") from None
+
+
+def _train(cfg: TrainConfig, out_dir: RunDir, data_root, device, progress, hooks) -> dict[str, Any]:
     w = world()  # under torchrun: this process's rank; one process otherwise
     device = device_for(w, resolve_device(device))
     train_data, val_data = prepare_data(cfg, data_root)
+    out_dir.depend_data("training data", train_data)
     torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
     model = build_model(cfg, train_data).to(device)
     if cfg.channels_last:
@@ -153,19 +180,13 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
     optimizer = build_optimizer(cfg, model.parameters())
     method = build_method(cfg.method, cfg.method_args,
                           MethodContext(cfg, train_data, train_data.num_classes, device))
-    if w.main:
-        out_dir.create()  # only now: a run that fails to start leaves no files behind
+    out_dir.create()  # only now: a run that fails to start leaves no files behind
     barrier(w)
     run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device, method=method)
     hooks = [*build_guards(cfg, method, val_data is not None, epoch_seed(cfg.seed, 0, stream=3)),
              *hooks]
     augment = cfg.augment or train_data.default_augment
-
-    start = 0
-    if resume and has_state(out_dir.path / "last"):
-        start, run.meta, _ = load_state(out_dir.path / "last", model=model, optimizer=optimizer)
-        log.info("resuming %s after epoch %d", out_dir.path, start)
-    out_dir.truncate_metrics(start)
+    start, run.meta = out_dir.resume_from(cfg.epochs, model=model, optimizer=optimizer)
 
     steps_per_epoch = -(-len(train_data) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -184,6 +205,7 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
                                device, epoch, epoch * steps_per_epoch, total_steps,
                                progress and w.main, w)
         average_buffers(model, w)
+        _check_weights(model, epoch)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         if val_data is not None:
             t1 = time.perf_counter()
@@ -194,16 +216,31 @@ def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
             _restore_previous(run, epoch, metrics)
         metrics = {"epoch": epoch + 1, **metrics}
         if w.main:
-            out_dir.append_metrics(metrics)
-            rl_models.save(model, out_dir.path / "model.safetensors", dataset=cfg.dataset,
-                           config=out_dir.config_dict, metrics=metrics)
-            save_state(out_dir.path / "last", model=model, optimizer=optimizer, epoch=epoch + 1,
-                       extra=run.meta)
+            _save_epoch(run, metrics, epoch)
         barrier(w)
+        out_dir.commit_epoch()
         if actions & {"stop", "restore"}:
             log.warning("stopping after epoch %d at a hook's request", epoch + 1)
             break
     return metrics
+
+
+def _save_epoch(run: Run, metrics: dict[str, Any], epoch: int) -> None:
+    """Metrics line, weights with sidecar, and the state to resume from (rank 0 only)."""
+    out_dir = run.out
+    with out_dir.saving(epoch):
+        out_dir.append_metrics(metrics)
+        rl_models.save(run.model, out_dir.path / "model.safetensors", dataset=run.config.dataset,
+                       config=out_dir.config_dict, metrics=metrics)
+        save_state(out_dir.path / "last", model=run.model, optimizer=run.optimizer,
+                   epoch=epoch + 1, extra=run.meta)
+
+
+def _check_weights(model: torch.nn.Module, epoch: int) -> None:
+    """Parameters and buffers (batch-norm statistics) must be finite after the epoch."""
+    bad = check_finite_module(model)
+    if bad:
+        _diverged(epoch, what=f"{', '.join(bad[:3])} became non-finite")
 
 
 def _restore_previous(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
@@ -237,21 +274,18 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
                disable=not progress, leave=False, dynamic_ncols=True)
     lr = cfg.lr
     for i, (x, y) in enumerate(bar):
-        if w.size > 1:  # every rank draws the same global batch and trains on its slice
-            if y.shape[0] < w.size:
-                continue
-            x, y = x[w.rank::w.size], y[w.rank::w.size]
+        global_b, step_gen = y.shape[0], _step_generator(gen, i, w)
+        if w.size > 1:  # every rank draws the same global batch and trains on its slice, which
+            x, y = x[w.rank::w.size], y[w.rank::w.size]  # may be shorter than others', or empty
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
-        with amp_context(cfg.amp, device):
-            out = method.loss(model, x, y, gen)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        all_reduce_grads(model.parameters(), w)
+        out = _shard_step(cfg, model, method, optimizer, x, y, step_gen, device, global_b, w)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if out is None:  # an empty shard: nothing to count
+            continue
         b = y.shape[0]
         n_seen += b
         loss_sum += out.loss.detach().float() * b
@@ -265,7 +299,7 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
     totals = all_sum(torch.stack([loss_sum.float(), correct.float(),
                                   torch.tensor(float(n_seen), device=device)]), w)
     loss_sum, correct, n_seen = totals[0], totals[1], int(totals[2])
-    sums = {k: all_sum(v, w) for k, v in sums.items()}
+    sums = all_sum_named(sums, w, device)  # a rank whose shards were all empty has no names
     _check_finite(loss_sum, epoch)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
         _diverged(epoch)
@@ -275,15 +309,51 @@ def _train_epoch(cfg, model, method, optimizer, data, augment, gen, device, epoc
     return metrics
 
 
+_STEP_STRIDE = 1_000_003  # per-step seeds of the methods' draws under torchrun
+
+
+def _step_generator(gen: torch.Generator, step: int, w: World) -> torch.Generator:
+    """The generator a method draws from in batch ``step`` of an epoch. One process: the epoch's.
+    Several: one of this rank, seeded from (the epoch generator's seed, step, rank) without drawing
+    from it. Shards then get different random starts, and a method's draws, sized by a shard that
+    may be shorter than others', cannot put the epoch generators the ranks share (the later
+    batches' augmentations, drawn alike on every rank) out of step."""
+    if w.size == 1:
+        return gen
+    seed = ((gen.initial_seed() * _STEP_STRIDE + step) * w.size + w.rank) % 2**63
+    return torch.Generator(device=gen.device).manual_seed(seed)
+
+
+def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int, w: World):
+    """This rank's gradient for one global batch of ``global_b`` samples, combined over ranks;
+    returns the method's StepOutput, or None for an empty shard.
+
+    Methods return a mean over their (local) batch, so each rank's gradient is weighted by its
+    share ``b / global_b`` and the ranks' gradients summed: the gradient of the global batch's
+    mean, however unevenly it split. An empty shard (a trailing batch smaller than the number of
+    processes) runs no forward pass (batch norm cannot normalise zero samples) but still joins the
+    all-reduce, with zero gradients.
+    """
+    out = None
+    if y.shape[0]:
+        with amp_context(cfg.amp, device):
+            out = method.loss(model, x, y, gen)
+    optimizer.zero_grad(set_to_none=True)
+    if out is not None:
+        out.loss.backward()
+    all_reduce_grads(model.parameters(), w, weight=y.shape[0] / global_b)
+    return out
+
+
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(loss_sum):
         _diverged(epoch)
 
 
-def _diverged(epoch: int) -> NoReturn:
+def _diverged(epoch: int, what: str = "the training loss became non-finite") -> NoReturn:
     """Stop the run: a loss or a weight became non-finite in epoch ``epoch + 1``."""
     kept = f"the checkpoint of epoch {epoch} was kept" if epoch else "no checkpoint was written"
     raise TrainingDiverged(
-        f"the training loss became non-finite in epoch {epoch + 1}; the run stopped and "
+        f"{what} in epoch {epoch + 1}; the run stopped and "
         f"{kept}. Lower the learning rate (or use --grad-clip) and start again with "
         "--overwrite.")
