@@ -21,6 +21,8 @@ REGISTRIES = {
     "purifiers": ("robustlab.purifiers", "PURIFIERS"),
     "critics": ("robustlab.purifiers", "CRITICS"),
     "loss-presets": ("robustlab.purifiers", "LOSS_PRESETS"),
+    "recipes": ("robustlab.experiments", "RECIPES"),
+    "step-kinds": ("robustlab.experiments.kinds", "KINDS"),
 }
 
 
@@ -37,4 +39,9 @@ def run(args: argparse.Namespace) -> int:
         width = max((len(n) for n in reg.names()), default=0)
         for name in reg.names():
             print(f"  {name.ljust(width)}  {reg.help(name)}")
+            if kind == "recipes":  # what each reproduces, and how big
+                recipe = reg.get(name)
+                print(f"  {''.ljust(width)}  outputs: {', '.join(recipe.outputs)}")
+                print(f"  {''.ljust(width)}  presets: smoke (toy sizes, CI), quick (2 CPU cores), "
+                      "paper (the report's settings, a GPU)")
     return 0
