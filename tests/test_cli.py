@@ -87,6 +87,11 @@ def test_evaluate_attacks_writes_json(run_dir, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["n"] == 64 and 0 <= res["worst_acc"] <= res["clean_acc"] <= 1
     assert set(res["acc"]) == {"fgsm[eps=0.03]@white-box", "pgd[eps=0.03,steps=5]@white-box"}
+    assert set(res["perturbed_acc"]) == set(res["acc"]) == set(res["per_sample_perturbed"]) - {"worst"}
+    assert all(res["perturbed_acc"][k] >= res["acc"][k] for k in res["acc"])
+    assert res["worst_perturbed_acc"] >= res["worst_acc"]
+    printed = json.loads(capsys.readouterr().out.split("\nrobustlab: warning")[0])
+    assert set(printed) >= {"clean_acc", "acc", "worst_acc", "perturbed_acc", "worst_perturbed_acc"}
     assert res["config"]["seed"] == 3 and len(res["per_sample"]["clean"]) == 64
     assert res["provenance"]["robustlab"]
     assert (tmp_path / "adv/adv0.safetensors").exists() and (tmp_path / "adv/adv1.json").exists()
@@ -96,9 +101,13 @@ def test_evaluate_attacks_writes_json(run_dir, tmp_path, capsys):
                  str(tmp_path / "adv/adv1.safetensors")]) == 0
     scored = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert scored["robust_acc"] == pytest.approx(res["acc"]["pgd[eps=0.03,steps=5]@white-box"])
+    assert scored["perturbed_acc"] == pytest.approx(
+        res["perturbed_acc"]["pgd[eps=0.03,steps=5]@white-box"])
     assert main(["score", "--adv", f"pgd={tmp_path / 'adv/adv1.safetensors'}", "--model",
                  f"m={run_dir / 'model.safetensors'}", "--out", str(tmp_path / "matrix")]) == 0
-    assert "| pgd |" in capsys.readouterr().out and (tmp_path / "matrix.csv").exists()
+    printed = capsys.readouterr().out
+    assert "| pgd |" in printed and "perturbed accuracy (%)" in printed
+    assert "perturbed_acc" in (tmp_path / "matrix.csv").read_text().splitlines()[0]
 
 
 def test_evaluate_clean_only_uses_the_recorded_dataset(run_dir, capsys):
@@ -113,7 +122,9 @@ def test_sweep_writes_files(run_dir, tmp_path, capsys):
                  "--out", str(prefix), "--no-progress"]) == 0
     for ext in ("csv", "json", "png"):
         assert (tmp_path / f"sw.{ext}").stat().st_size > 0
-    assert "| std |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| std |" in printed and "robust accuracy (%)" in printed and "perturbed accuracy" in printed
+    assert "perturbed_acc" in (tmp_path / "sw.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -164,6 +175,8 @@ def test_evaluate_under_torchrun_matches_one_process(run_dir, tmp_path):
     one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
     assert two["config"]["processes"] == 2 and two["n"] == 50
     assert two["per_sample"] == one["per_sample"]
+    assert two["per_sample_perturbed"] == one["per_sample_perturbed"]  # gathered in order too
+    assert two["perturbed_acc"] == one["perturbed_acc"]
 
 
 def test_evaluate_a_purified_model_under_every_threat(run_dir, tmp_path, capsys):

@@ -305,3 +305,94 @@ def test_autoattack_on_a_defended_pipeline(trained, test_set):
                  [{"name": "autoattack", "eps": 0.03, "version": "custom",
                    "attacks": ("apgd-ce",), "n_iter": 2}], n=8)
     assert 0 <= list(r.acc.values())[0] <= r.clean_acc
+
+
+# ------------------------------------------------- robust accuracy vs the reports' perturbed accuracy
+class MeanRule(nn.Module):
+    """A 2-class model whose answer is a rule on the mean pixel m: class 1 iff rule(m) > 0."""
+
+    in_channels, num_classes = 1, 2
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))  # (B,)
+        return torch.stack([torch.zeros_like(m), 10 * self.rule(m)], 1)  # (B, 2) logits
+
+
+# The source S answers 1 iff m > 0.5, so FGSM on S against label 1 lowers every pixel by eps.
+# The target T answers 1 iff |m - 0.5| < 0.1: by hand, with y = 1 everywhere,
+#   m       0.65  0.55  0.45  0.25  0.68
+#   clean    no   yes   yes    no    no     -> clean 2/5
+#   m-0.1   0.55  0.45  0.35  0.15  0.58
+#   right   yes   yes    no    no   yes     -> perturbed 3/5, robust (both) 1/5
+#   m-0.2   0.45  0.35  0.25  0.05  0.48
+#   right   yes    no    no    no   yes     -> perturbed 2/5, robust 0/5
+SOURCE = MeanRule(lambda m: m - 0.5)
+TARGET = MeanRule(lambda m: 0.01 - (m - 0.5) ** 2)
+MEANS = [0.65, 0.55, 0.45, 0.25, 0.68]
+
+
+def mean_images():
+    x = torch.tensor(MEANS).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()  # (5, 1, 4, 4)
+    return x, torch.ones(len(MEANS), dtype=torch.long)
+
+
+def test_perturbed_accuracy_can_exceed_clean_and_differs_from_robust():
+    x, y = mean_images()
+    attacks = [{"name": "fgsm", "eps": 0.1, "threat": "transfer"},
+               {"name": "fgsm", "eps": 0.2, "threat": "transfer"}]
+    r = evaluate(TARGET, (x, y), attacks, source=SOURCE)
+    k1, k2 = "fgsm[eps=0.1]@transfer", "fgsm[eps=0.2]@transfer"
+    assert r.clean_acc == pytest.approx(0.4)
+    assert r.acc == r.robust_acc == pytest.approx({k1: 0.2, k2: 0.0})
+    assert r.perturbed_acc == pytest.approx({k1: 0.6, k2: 0.4})  # above clean: the reports' metric
+    assert r.worst_acc == r.worst_robust_acc == 0.0
+    assert r.worst_perturbed_acc == pytest.approx(0.4)
+    assert r.per_sample[k1].tolist() == [False, True, False, False, False]
+    assert r.per_sample_perturbed[k1].tolist() == [True, True, False, False, True]
+    assert r.per_sample_perturbed[k2].tolist() == [True, False, False, False, True]
+    assert r.per_sample_perturbed["worst"].tolist() == [True, False, False, False, True]
+    d = json.loads(json.dumps(r.to_dict()))  # what `robustlab evaluate --out` writes
+    assert d["perturbed_acc"] == pytest.approx({k1: 0.6, k2: 0.4}) and d["acc"][k1] == pytest.approx(0.2)
+    assert d["worst_perturbed_acc"] == pytest.approx(0.4) and d["worst_acc"] == 0.0
+    assert d["per_sample_perturbed"][k1] == [1, 1, 0, 0, 1] and d["per_sample"][k1] == [0, 1, 0, 0, 0]
+    assert set(d["metrics"]) >= {"acc", "perturbed_acc", "worst_perturbed_acc"}
+    clean_only = evaluate(TARGET, (x, y))  # no attack: the clean input is the only one
+    assert clean_only.perturbed_acc == {} and clean_only.worst_perturbed_acc == pytest.approx(0.4)
+
+
+def test_sweep_rows_and_files_carry_both_accuracies(tmp_path):
+    x, y = mean_images()
+    rows = sweep({"t": TARGET}, (x, y), "fgsm", param="eps", values=[0, 0.1, 0.2],
+                 threat="transfer", source=SOURCE)
+    assert [r["acc"] for r in rows] == pytest.approx([0.4, 0.2, 0.0])  # robust; eps 0 is clean
+    assert [r["perturbed_acc"] for r in rows] == pytest.approx([0.4, 0.6, 0.4])
+    paths = save_sweep(rows, tmp_path / "s", metric="perturbed_acc")
+    header, *lines = paths["csv"].read_text().splitlines()
+    assert header.split(",") == ["model", "attack", "threat", "param", "value", "acc",
+                                 "perturbed_acc", "n"]
+    assert [float(line.split(",")[6]) for line in lines] == pytest.approx([0.4, 0.6, 0.4])
+    with pytest.raises(ConfigError, match="metric must be one of"):
+        save_sweep(rows, tmp_path / "bad", metric="accuracy")
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_score_rows_carry_both_accuracies():
+    from robustlab.commands.score import matrix, score_rows
+
+    x, y = mean_images()
+    x_adv = (x - 0.1).clamp(0, 1)  # what FGSM on SOURCE crafts at eps 0.1
+    flags = score_adversarial(TARGET, x_adv, y, x)
+    assert flags["perturbed"].tolist() == [True, True, False, False, True]
+    assert flags["robust"].tolist() == [False, True, False, False, False]
+    rows = score_rows({"t": TARGET, "s": SOURCE}, {"fgsm": (x_adv, y, x)})
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["t"] == pytest.approx({"examples": "fgsm", "model": "t", "n": 5, "clean_acc": 0.4,
+                                           "robust_acc": 0.2, "perturbed_acc": 0.6})
+    # S: clean 0.65, 0.55, 0.68 right (m > 0.5); attacked only 0.55 and 0.58 stay above 0.5
+    assert (by_model["s"]["clean_acc"], by_model["s"]["robust_acc"],
+            by_model["s"]["perturbed_acc"]) == pytest.approx((0.6, 0.4, 0.4))
+    assert "| fgsm | 60.00 | 40.00 |" in matrix(rows, ["t", "s"], ["fgsm"], "perturbed_acc")

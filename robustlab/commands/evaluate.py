@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
                 write_json(args.out, out)
 
         outputs.write(write, keep=out)
-    summary = {k: out[k] for k in ("n", "clean_acc", "acc", "worst_acc", "seconds")}
+    # acc / worst_acc: robust accuracy (right clean and attacked); perturbed_*: right attacked
+    summary = {k: out[k] for k in ("n", "clean_acc", "acc", "worst_acc", "perturbed_acc",
+                                   "worst_perturbed_acc", "seconds")}
     print(json.dumps(summary, indent=1))
     for w in result.warnings:
         print(f"robustlab: warning [{w['check']}]: {w['message']}")
@@ -184,8 +186,9 @@ def _score_saved(args, device) -> int:
                "crafted": side.get("meta", {}), "n": len(y),
                "clean_acc": float(flags["clean"].float().mean()),
                "robust_acc": float(flags["robust"].float().mean()),
+               "perturbed_acc": float(flags["perturbed"].float().mean()),
                "per_sample": {k: v.int().tolist() for k, v in flags.items()}}
         if args.out:
             outputs.write(lambda: write_json(args.out, out), keep=out)
-    print(json.dumps({k: out[k] for k in ("n", "clean_acc", "robust_acc")}))
+    print(json.dumps({k: out[k] for k in ("n", "clean_acc", "robust_acc", "perturbed_acc")}))
     return 0

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         paths: dict = {}
         outputs.write(lambda: paths.update(save_sweep(rows, args.out, title=args.title)),
                       keep={"rows": rows})
-    print(markdown(rows))
+    for metric, caption in CAPTIONS.items():
+        print(f"{caption}\n{markdown(rows, metric)}")
     for w in monotonic_warnings(rows):
         print(f"robustlab: warning [{w['check']}]: {w['message']}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -111,15 +112,21 @@ def check_values(param: str, values: list, norm: str = "linf", flag: str = "--va
             check_int(name, v)
 
 
-def markdown(rows: list[dict]) -> str:
-    """Models (and attacks) as rows, swept values as columns, accuracy in %."""
+CAPTIONS = {"acc": "robust accuracy (%): right on the clean and on the attacked input",
+            "perturbed_acc": "perturbed accuracy (%): right on the attacked input (the reports' "
+                             "metric)"}
+
+
+def markdown(rows: list[dict], metric: str = "acc") -> str:
+    """Models (and attacks) as rows, swept values as columns, ``metric`` in % (``acc``: robust
+    accuracy; ``perturbed_acc``: accuracy on the attacked inputs)."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     values = sorted({r["value"] for r in rows})
     several = len({r["attack"] for r in rows}) > 1
     keys = list(dict.fromkeys((r["model"], r["attack"]) for r in rows))
-    acc = {(r["model"], r["attack"], r["value"]): r["acc"] for r in rows}
+    acc = {(r["model"], r["attack"], r["value"]): r[metric] for r in rows}
     param = rows[0]["param"] if rows else ""
     lines = ["| model | " + " | ".join(f"{param}={fmt(v)}" for v in values) + " |",
              "|---" * (len(values) + 1) + "|"]

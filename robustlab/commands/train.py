@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-size", type=number, help="attack step, e.g. 2/255")
     g.add_argument("--beta", type=float, help="trades: weight of the KL term (paper: 6)")
     g.add_argument("--source", help="transfer-adv: checkpoint of the fixed source model")
-    g.add_argument("--mix", type=float, help="transfer-adv: fraction of each batch replaced by "
-                   "adversaries (the method uses 0.5 when not given)")
+    g.add_argument("--mix", type=float, help="transfer-adv: fraction of each batch attacked: "
+                   "replaced by its adversaries (0.5 when not given), or with --set "
+                   "method_args.mode=inject added to the batch (1 when not given)")
     p.add_argument("--init", help="start from this checkpoint's weights")
     p.add_argument("--linear-probe", action="store_true", default=None,
                    help="train only the final linear layer (with --init: evaluate a frozen encoder)")

@@ -20,12 +20,14 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
           n: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
           progress: bool = False, source: nn.Module | None = None,
           extractor: nn.Module | None = None) -> list[dict]:
-    """Robust accuracy of each model under each attack for each value of setting ``param``.
+    """Both accuracies of each model under each attack for each value of setting ``param``.
 
     ``attack`` is a name or a list of names; ``settings`` apply to every attack and
     ``attack_settings`` (attack name -> settings) to one. The same seed is used at every point so
     curves differ only by the swept setting. eps 0 is scored as clean accuracy. Returns rows
-    {model, attack, threat, param, value, acc, n}.
+    {model, attack, threat, param, value, acc, perturbed_acc, n}: ``acc`` is the robust accuracy
+    (right clean and attacked), ``perturbed_acc`` the accuracy on the attacked inputs alone (the
+    seed reports' metric); see :mod:`robustlab.evaluation.harness`.
     """
     attacks = [attack] if isinstance(attack, str) else list(attack)
     if not models:
@@ -43,28 +45,38 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
                        progress=progress, source=source, extractor=extractor)
         for a in attacks:
             for v in values:
-                acc = (res.clean_acc if (param == "eps" and v == 0)
-                       else res.acc[f"{a}:{param}={v}"])
+                clean, key = param == "eps" and v == 0, f"{a}:{param}={v}"
                 rows.append({"model": name, "attack": a, "threat": threat, "param": param,
-                             "value": v, "acc": acc, "n": res.n})
+                             "value": v, "acc": res.clean_acc if clean else res.acc[key],
+                             "perturbed_acc": res.clean_acc if clean else res.perturbed_acc[key],
+                             "n": res.n})
     return rows
 
 
-def save_sweep(rows: Sequence[dict], out_prefix: str | Path, *, title: str = "") -> dict[str, Path]:
-    """Write ``<prefix>.csv``, ``<prefix>.json`` (rows + warnings) and ``<prefix>.png``."""
+FIELDS = ["model", "attack", "threat", "param", "value", "acc", "perturbed_acc", "n"]
+METRIC_LABELS = {"acc": "robust accuracy (%)",  # right clean and attacked
+                 "perturbed_acc": "accuracy on perturbed inputs (%)"}  # the reports' metric
+
+
+def save_sweep(rows: Sequence[dict], out_prefix: str | Path, *, title: str = "",
+               metric: str = "acc") -> dict[str, Path]:
+    """Write ``<prefix>.csv``, ``<prefix>.json`` (rows + warnings) and ``<prefix>.png``, which
+    plots ``metric`` ("acc": robust accuracy, or "perturbed_acc"); both are in the CSV and JSON."""
+    _check_metric(metric)  # before any file is written
     prefix = Path(out_prefix)
     paths = {ext: prefix.with_name(prefix.name + f".{ext}") for ext in ("csv", "json", "png")}
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["model", "attack", "threat", "param", "value", "acc", "n"])
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
     writer.writeheader()
     writer.writerows(rows)
     write_text(paths["csv"], buf.getvalue())
     write_json(paths["json"], {"rows": list(rows), "warnings": monotonic_warnings(rows)})
-    plot_rows(rows, paths["png"], title=title)
+    plot_rows(rows, paths["png"], title=title, metric=metric)
     return paths
 
 
-def plot_rows(rows: Sequence[dict], path: Path, *, title: str = "") -> None:
+def plot_rows(rows: Sequence[dict], path: Path, *, title: str = "", metric: str = "acc") -> None:
+    _check_metric(metric)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,10 +89,10 @@ def plot_rows(rows: Sequence[dict], path: Path, *, title: str = "") -> None:
                           if len({x['attack'] for x in rows}) > 1 else r["model"], []).append(r)
     for label, rs in curves.items():
         rs = sorted(rs, key=lambda r: r["value"])
-        ax.plot([r["value"] for r in rs], [100 * r["acc"] for r in rs], marker="o", label=label)
+        ax.plot([r["value"] for r in rs], [100 * r[metric] for r in rs], marker="o", label=label)
     param = rows[0]["param"] if rows else ""
     ax.set_xlabel(param)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(METRIC_LABELS[metric])
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.set_title(title or (f"{rows[0]['attack']} ({rows[0]['threat']})" if rows else ""))
@@ -89,3 +101,8 @@ def plot_rows(rows: Sequence[dict], path: Path, *, title: str = "") -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRIC_LABELS:
+        raise ConfigError(f"metric must be one of {', '.join(METRIC_LABELS)}, got {metric!r}")
