@@ -10,7 +10,7 @@ from robustlab.purifiers import CRITICS, PURIFIERS, Purified, create_critic, cre
 
 TINY = 0.125  # width for the CPU tests
 HAS_DROPOUT = {"unet-a", "unet-b", "patchgan-b"}
-SIZE_MULTIPLE = {"unet-a": 32, "unet-b": 16, "nrp": 1}
+SIZE_MULTIPLE = {"unet-a": 16, "unet-b": 16, "nrp": 1}
 
 
 def tiny_purifier(name: str, in_channels: int = 3) -> nn.Module:
@@ -90,27 +90,64 @@ def test_dropout_only_in_train_mode(name):
         assert torch.equal(c, run())
 
 
-def test_unet_b_parameter_count_matches_the_stated_widths():
-    c = [64, 128, 256, 512, 512]
-    expected = conv(3, 64, 3) + conv(64, 64, 3)  # stem
+def n_params(name: str, width: float, in_channels: int = 3) -> int:
+    with torch.device("meta"):
+        model = PURIFIERS.get(name)(in_channels, width)
+    return sum(p.numel() for p in model.parameters())
+
+
+# Channel widths by hand: unet-b's stem then its 4 down blocks (half of Pix2Pix's ngf ladder);
+# unet-a's 4 Pix2Pix levels (ngf 64 doubling to 512), each times `width`.
+B_WIDTHS = {1.0: (32, 64, 128, 256, 256), 0.25: (8, 16, 32, 64, 64)}
+A_WIDTHS = {1.0: (64, 128, 256, 512), 0.25: (16, 32, 64, 128)}
+
+
+@pytest.mark.parametrize("width,total", [(1.0, 4_175_779), (0.25, 261_931)])
+def test_unet_b_parameter_count_matches_the_stated_widths(width, total):
+    c = B_WIDTHS[width]
+    expected = conv(3, c[0], 3) + conv(c[0], c[0], 3)  # stem, with biases
     expected += sum(conv(c[i], c[i + 1], 4, False) + 2 * c[i + 1] for i in range(4))  # down + BN
-    ups = [(512, 512), (1024, 256), (512, 128), (256, 64)]
+    ups = [(c[4], c[3]), (2 * c[3], c[2]), (2 * c[2], c[1]), (2 * c[1], c[0])]  # cat(skip, up) in
     expected += sum(conv(a, b, 4, False) + 2 * b for a, b in ups)  # up + BN
-    expected += conv(128, 3, 3)  # output conv
-    with torch.device("meta"):
-        model = PURIFIERS.get("unet-b")()
-    assert sum(p.numel() for p in model.parameters()) == expected
+    expected += conv(2 * c[0], 3, 3)  # output conv
+    assert n_params("unet-b", width) == expected == total
 
 
-def test_unet_a_parameter_count_matches_pix2pix_cut_to_five_levels():
-    levels = [(3, 64), (64, 128), (128, 256), (256, 512), (512, 512)]
-    expected = sum(conv(o, i, 4, False) for o, i in levels) + 2 * (128 + 256 + 512)  # BN on 1..3
-    expected += conv(512, 512, 4, False) + 2 * 512  # innermost up + BN
-    expected += sum(conv(2 * i, o, 4, False) + 2 * o for o, i in levels[1:4])  # inner ups + BN
-    expected += conv(128, 3, 4)  # outermost up, with bias
-    with torch.device("meta"):
-        model = PURIFIERS.get("unet-a")()
-    assert sum(p.numel() for p in model.parameters()) == expected
+@pytest.mark.parametrize("width,total", [(1.0, 6_171_267), (0.25, 387_747)])
+def test_unet_a_parameter_count_matches_pix2pix_cut_to_four_levels(width, total):
+    g = A_WIDTHS[width]
+    levels = [(3, g[0]), (g[0], g[1]), (g[1], g[2]), (g[2], g[3])]  # (outer, inner), outermost first
+    expected = sum(conv(o, i, 4, False) for o, i in levels) + 2 * (g[1] + g[2])  # BN on 1..2
+    expected += conv(g[3], g[2], 4, False) + 2 * g[2]  # innermost up + BN
+    expected += sum(conv(2 * i, o, 4, False) + 2 * o for o, i in levels[1:3])  # inner ups + BN
+    expected += conv(2 * g[0], 3, 4)  # outermost up, with bias
+    assert n_params("unet-a", width) == expected == total
+
+
+def _resampling_blocks(model: nn.Module, size: int = 32) -> tuple[list, list]:
+    """Output sides of the stride-2 convolutions (down) and transposed convolutions (up) on a
+    size x size input, in the order they run."""
+    downs, ups = [], []
+    for m in model.modules():
+        if isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2):
+            m.register_forward_hook(lambda mod, i, out: ups.append(out.shape[-1]))
+        elif isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+            m.register_forward_hook(lambda mod, i, out: downs.append(out.shape[-1]))
+    with torch.no_grad():
+        model.eval()(torch.rand(1, model.in_channels, size, size))
+    return downs, ups
+
+
+@pytest.mark.parametrize("width", [1.0, 0.25, TINY])
+def test_unet_b_is_smaller_than_a_with_as_many_down_and_up_blocks(width):
+    """The SSR appendix: B has the same number of down- and up-sampling layers as A, but fewer
+    parameters; both run at 32x32 (32 -> 2 and back)."""
+    assert n_params("unet-b", width) < n_params("unet-a", width)
+    assert n_params("unet-b", width, 1) < n_params("unet-a", width, 1)
+    torch.manual_seed(0)
+    blocks = {name: _resampling_blocks(create_purifier(name, width=width))
+              for name in ("unet-a", "unet-b")}
+    assert blocks["unet-a"] == blocks["unet-b"] == ([16, 8, 4, 2], [4, 8, 16, 32])
 
 
 def test_nrp_published_size():

@@ -8,18 +8,18 @@ from torch import nn
 from ._layers import check_common, check_dropout, check_purifier_input, init_pix2pix, scaled
 from ._registries import PURIFIERS
 
-_DEPTH = 5  # 32 -> 16 -> 8 -> 4 -> 2 -> 1: the most stride-2 downsamplings a 32x32 input allows
-_DROPOUT_LEVELS = (3, 4)  # decoder stages of the two innermost levels (the 512-channel ones)
+_DEPTH = 4  # 32 -> 16 -> 8 -> 4 -> 2: unet-b's 4 down-samplings (the report: "the same number")
+_DROPOUT_LEVELS = (2, 3)  # decoder stages of the two innermost levels (fed 512 channels)
 
 
 def _levels(in_channels: int, ngf: int) -> list[tuple[int, int]]:
     # (outer_nc, inner_nc) per level, outermost first, as in Pix2Pix: ngf doubling to 8*ngf.
-    mult = [1, 2, 4, 8, 8]
+    mult = [1, 2, 4, 8]
     return [(in_channels if i == 0 else ngf * mult[i - 1], ngf * mult[i]) for i in range(_DEPTH)]
 
 
-@PURIFIERS.register("unet-a", help="original Pix2Pix U-Net (arch A) cut to 5 downsamplings "
-                                   "for 32x32, sigmoid output")
+@PURIFIERS.register("unet-a", help="original Pix2Pix U-Net (arch A) cut to 4 down/4 up "
+                                   "(unet-b's depth) for 32x32, sigmoid output")
 class UNetA(nn.Module):
     """U-Net purifier "A": the Pix2Pix generator (Isola et al. 2017) as used in the SSR report.
 
@@ -28,11 +28,17 @@ class UNetA(nn.Module):
     4x4 stride-2 transposed convolution, BN (not on the output), skip connections by concatenation;
     ``ngf`` = 64 channels doubling to 512.
 
-    Depth: the report removes 2 of Pix2Pix's 8 downsamplings, which cannot run at 32x32 (6 halvings
-    of 32 is below one pixel). robustlab uses 5 downsamplings (32 -> 1), the most a 32x32 input
-    allows, with channels 64-128-256-512-512. Pix2Pix puts dropout 0.5 on its 512-channel inner
-    decoder blocks; at this depth no 512->512 intermediate level is left, so dropout sits on the
-    decoder stages of the two innermost levels (those fed by the 512-channel features).
+    Depth: the report removes the last 2 of Pix2Pix's 8 down-samplings (and their up-samplings),
+    leaving 6, and says B has "the same number of upsampling and downsampling layers as
+    architecture A" while B has 4 of each. The two cannot both hold, and 6 cannot run at 32x32 (6 halvings
+    of 32 is below one pixel; 5 is the most). robustlab keeps the statement that survives at
+    32x32: A has B's 4 down- and 4 up-samplings (32 -> 2, a 2x2 bottleneck as in B), with
+    Pix2Pix's channels 64-128-256-512 (its innermost block is ``UnetSkipConnectionBlock(4*ngf,
+    8*ngf, innermost=True)``). Pix2Pix puts dropout 0.5 on its 8*ngf -> 8*ngf intermediate decoder
+    blocks; none is left at this depth, so dropout sits on the decoder stages of the two innermost
+    levels (both fed 512 channels). With 3 channels A has 6,171,267 parameters at ``width=1``,
+    more than unet-b's 4,175,779, as the report says of A and B.
+
     Output: Pix2Pix's tanh is replaced by a sigmoid (the same curve rescaled to [0, 1]); the input
     is mapped to [-1, 1] inside, as Pix2Pix expects.
 
@@ -41,7 +47,7 @@ class UNetA(nn.Module):
         width: multiplies ``ngf`` (CPU presets use 0.25).
         dropout: dropout probability in the inner decoder stages.
 
-    Input (B, C, H, W) in [0, 1] with H and W multiples of 32; output the same shape in [0, 1].
+    Input (B, C, H, W) in [0, 1] with H and W multiples of 16; output the same shape in [0, 1].
     """
 
     size_multiple = 2 ** _DEPTH
@@ -79,7 +85,7 @@ class UNetA(nn.Module):
                 # Pix2Pix applies this LeakyReLU in place, so its skip carries the activated map too.
                 h = F.leaky_relu(h, 0.2)
                 skips.append(h)
-            h = down(h)  # bottleneck after the loop: (B, 8*ngf, H/32, W/32)
+            h = down(h)  # bottleneck after the loop: (B, 8*ngf, H/16, W/16)
         for up in self.ups:
             h = up(h)
             if skips:

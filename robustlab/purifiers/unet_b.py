@@ -7,7 +7,8 @@ from torch import nn
 from ._layers import check_common, check_dropout, check_purifier_input, init_pix2pix, scaled
 from ._registries import PURIFIERS
 
-_WIDTHS = (64, 128, 256, 512, 512)  # stem, then the outputs of the 4 down blocks (REFERENCE.md)
+# Stem, then the outputs of the 4 down blocks: half of Pix2Pix's ngf ladder (see the docstring).
+_WIDTHS = (32, 64, 128, 256, 256)
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -30,8 +31,19 @@ class UNetB(nn.Module):
     A stem of two 3x3 convolutions with LeakyReLU(0.2) (no normalisation), four down blocks
     (4x4 stride-2 conv, BN, LeakyReLU 0.2), dropout at the end of the encoder, four up blocks
     (4x4 stride-2 transposed conv, BN, ReLU) each followed by concatenation with the mirrored encoder
-    feature, and a 3x3 output conv with a sigmoid. Widths 64-128-256-512-512 at ``width=1``
-    (the report leaves them unsaid; REFERENCE.md fixes them). A 32x32 input has a 2x2 bottleneck.
+    feature, and a 3x3 output conv with a sigmoid. A 32x32 input has a 2x2 bottleneck.
+
+    What the report says of B, and how each holds at 32x32: the stem of 2 convolutions with
+    LeakyReLU, 4 down- and 4 up-sampling blocks with symmetric skips, LeakyReLU in the encoder,
+    ReLU in the decoder and dropout at the end of the encoder all hold as written. "The same number
+    of upsampling and downsampling layers as A, but less parameters" holds with unet-a cut to the
+    same 4 levels (its docstring says why the report's 6 cannot run at 32x32). The report gives no
+    widths. REFERENCE.md's default 64-128-256-512-512 would make B the larger network (16,693,059
+    parameters against A's 6,171,267 at 4 levels). robustlab therefore halves it to
+    32-64-128-256-256 at ``width=1``: B has 4,175,779 parameters with 3 channels, about two
+    thirds of A's, and fewer than A at every ``width`` from 0.03 up (below that the channel counts
+    round to 1-3 and the ratio is noise). robustlab's earlier B, with REFERENCE.md's widths, is
+    ``width=2``.
 
     Args:
         in_channels: image channels (input and output).
