@@ -1,5 +1,6 @@
 """Adversarial training methods: end to end, eps-ball, golden losses, resume, bad input."""
 import json
+import re
 
 import pytest
 from conftest import interrupt_in_epoch
@@ -258,3 +259,80 @@ def test_cli_flags_become_method_args(tmp_path, capsys):
 def test_methods_are_registered_with_help():
     for name in ADV:
         assert name in METHODS.names() and METHODS.help(name)
+
+
+# ------------------------------------------- transfer-adv: replace (default) or inject (SSR's "AT")
+REPORT_PGD = {"attack": "pgd", "eps": 16 / 255, "step_size": 0.1, "steps": 20,
+              "attack_args": {"random_start": False}}  # the SSR report's "AT PGD" attack
+
+
+def report_pgd_on(source, x, y):
+    """The report's PGD on the source, run directly (no random start: deterministic)."""
+    return pgd(models.load(source), x, y, eps=16 / 255, step_size=0.1, steps=20,
+               random_start=False)
+
+
+def hand_ce(w, b, xs, ys):
+    """Mean cross-entropy of the linear model (w, b) and its gradients, written out."""
+    z = xs.flatten(1) @ w.T + b  # (N, K)
+    p, onehot = torch.softmax(z, 1), F.one_hot(ys, w.shape[0]).float()
+    loss = (torch.logsumexp(z, 1) - z[torch.arange(len(ys)), ys]).mean()
+    return loss, (p - onehot).T @ xs.flatten(1) / len(ys), (p - onehot).mean(0)
+
+
+@pytest.mark.parametrize("mode", ["inject", "replace", None])
+def test_transfer_adv_trains_on_the_grown_or_the_mixed_batch(source, mode):
+    g = torch.Generator().manual_seed(0)
+    w, b = 0.01 * torch.randn(10, 3 * 32 * 32, generator=g), torch.randn(10, generator=g)
+    x, y = batch(8)
+    x_adv = report_pgd_on(source, x, y)
+    assert (x_adv - x).abs().amax() <= 16 / 255 + 1e-6 and not torch.equal(x_adv, x)
+    spy, lr = Spy(Linear(w, b)).train(), 0.5
+    args = {"source": source, **REPORT_PGD, **({"mode": mode} if mode else {})}
+    m = build_method("transfer-adv", args, ctx())
+    out = m.loss(spy, x, y, torch.Generator().manual_seed(1))
+    out.loss.backward()
+    torch.optim.SGD(spy.parameters(), lr=lr).step()
+    (seen, _, _), = [c for c in spy.calls if c[1]]  # one training pass
+    if mode == "inject":  # B clean + B adversarial, the loss the mean over all 2B
+        want_x, want_y = torch.cat([x, x_adv]), torch.cat([y, y])
+        assert seen.shape[0] == 16 and set(out.stats) == {"train_adv_acc"}
+    else:  # today's behaviour: the first mix=0.5 of the batch replaced, still B rows
+        want_x, want_y = torch.cat([x_adv[:4], x[4:]]), y
+        assert seen.shape[0] == 8 and out.stats == {}
+    assert torch.allclose(seen, want_x, atol=1e-6)
+    loss, grad_w, grad_b = hand_ce(w, b, want_x, want_y)
+    assert float(out.loss.detach()) == pytest.approx(float(loss), rel=1e-5)
+    assert torch.allclose(spy.inner.w.detach(), w - lr * grad_w, atol=1e-6)
+    assert torch.allclose(spy.inner.b.detach(), b - lr * grad_b, atol=1e-6)
+    assert out.logits.shape == (8, 10)  # train_acc: the batch's own rows
+
+
+def test_transfer_adv_inject_with_a_mix_adds_that_fraction(source):
+    spy = Spy(models.create("small-cnn", num_classes=10, in_channels=3, width=0.25)).train()
+    m = build_method("transfer-adv", {"source": source, "steps": 2, "mode": "inject", "mix": 0.25},
+                     ctx())
+    x, y = batch(8)
+    m.loss(spy, x, y, torch.Generator().manual_seed(1))
+    (seen, _, _), = [c for c in spy.calls if c[1]]
+    assert seen.shape[0] == 10 and torch.equal(seen[:8], x)  # 8 clean + adversaries of 2
+
+
+@pytest.mark.parametrize("args,match", [
+    ({"mode": "add"}, "mode must be 'replace'.*or 'inject'"),
+    ({"mode": "inject", "mix": 0.0}, "mix.*\\(0, 1\\]"),
+    ({"attack_args": {"random_strat": False}}, "no setting.*random_strat"),
+    ({"attack": "fgsm", "attack_args": {"random_start": False}}, "no setting.*random_start"),
+])
+def test_transfer_adv_settings_are_refused_before_any_data_is_loaded(tmp_path, capsys, args, match):
+    from robustlab.training.methods import check_method_args
+
+    with pytest.raises(ConfigError, match=match):
+        check_method_args("transfer-adv", {"source": "x", **args})
+    sets = [a for k, v in args.items() for a in ("--set", f"method_args.{k}={json.dumps(v)}")]
+    code = main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "no-data"),
+                 "--model", "small-cnn", "--method", "transfer-adv", "--source", "x", *sets,
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(match, err), err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "no-data").exists()

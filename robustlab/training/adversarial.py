@@ -163,9 +163,27 @@ class TRADESTraining(Method):
                           {"loss_natural": natural.detach(), "loss_robust": robust.detach()})
 
 
-@METHODS.register("transfer-adv", help="transfer-adversary training: a fraction of each batch is "
-                  "replaced by adversaries crafted on a fixed --source model (seed 000's AT)")
+MIX_DEFAULT = {"replace": 0.5, "inject": 1.0}  # mix=None means this, per mode
+
+
+@METHODS.register("transfer-adv", help="transfer-adversary training on a fixed --source model "
+                  "(seed 000's AT): mode replace swaps a mix fraction of each batch for "
+                  "adversaries, mode inject adds them to the batch")
 class TransferAdvTraining(Method):
+    """Adversaries crafted on a fixed source model, fresh for every mini-batch.
+
+    ``mode="replace"`` (default): the first ``round(mix * B)`` rows of the (shuffled) batch are
+    replaced by their adversaries; the model trains on B images. ``mode="inject"``, the SSR
+    report's "AT" ("injected back into the training batch"): the adversaries of the first
+    ``round(mix * B)`` rows (every row by default) are added, and the model trains on B + k images
+    in one forward pass (batch norm sees them together), the loss being the mean cross-entropy
+    over all of them. In inject mode ``train_acc`` is read on the clean rows and
+    ``train_adv_acc`` on the added adversaries.
+
+    The report's "AT PGD" row: ``attack="pgd", eps=16/255, step_size=0.1, steps=20,
+    attack_args={"random_start": False}, mode="inject"`` (its "AT FGSM": ``attack="fgsm"``).
+    """
+
     name = "transfer-adv"
 
     @dataclass(frozen=True)
@@ -175,26 +193,44 @@ class TransferAdvTraining(Method):
         eps: float = 16 / 255
         steps: Optional[int] = None        # None: the attack's default
         step_size: Optional[float] = None  # None: the attack's default
-        mix: float = 0.5                   # fraction of each batch replaced by adversaries
-        attack_args: dict[str, Any] = field(default_factory=dict)  # further settings of the attack
+        mix: Optional[float] = None        # fraction of each batch attacked; None: MIX_DEFAULT
+        mode: str = "replace"              # "replace" (swap them in) or "inject" (add them)
+        attack_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"random_start": False}
         source_blocks: int = 2             # extractor attacks: blocks of the source used
 
-    def __init__(self, args: dict[str, Any], ctx: Any) -> None:
-        super().__init__(args, ctx)
-        a = self.args
+    @classmethod
+    def check_args(cls, a: Any) -> None:
+        """Every setting, before any data is loaded: the mode, mix, and the attack's name and
+        settings (attack_args included) against the attack's own."""
         if not a.source:
             raise ConfigError("method 'transfer-adv' crafts its adversaries on a fixed source "
                               "model: pass --source CHECKPOINT (e.g. a trained vgg19's "
                               "model.safetensors)")
-        if not 0 < a.mix <= 1:
-            raise ConfigError(f"method 'transfer-adv': mix is the fraction of each batch replaced "
-                              f"by adversaries, in (0, 1], got {a.mix!r}")
-        check_eps(self.name, a.eps)
-        check_steps(self.name, a.steps)
-        check_step(self.name, a.step_size)
+        if a.mode not in MIX_DEFAULT:
+            raise ConfigError(f"method 'transfer-adv': mode must be 'replace' (a mix fraction of "
+                              f"each batch is replaced by adversaries) or 'inject' (they are "
+                              f"added to the batch), got {a.mode!r}")
+        if a.mix is not None and not (isinstance(a.mix, (int, float)) and 0 < a.mix <= 1):
+            raise ConfigError(f"method 'transfer-adv': mix is the fraction of each batch "
+                              f"attacked (mode {a.mode}), in (0, 1], got {a.mix!r}")
+        check_eps(cls.name, a.eps)
+        check_steps(cls.name, a.steps)
+        check_step(cls.name, a.step_size)
+        attack_settings(a.attack, **cls.attack_kwargs(a))  # unknown attack or setting: refused
+
+    @staticmethod
+    def attack_kwargs(a: Any) -> dict[str, Any]:
+        """The settings the attack runs with (its defaults fill the rest)."""
+        given = (("steps", a.steps), ("step_size", a.step_size))
+        return {"eps": a.eps, **{k: v for k, v in given if v is not None}, **a.attack_args}
+
+    def __init__(self, args: dict[str, Any], ctx: Any) -> None:
+        super().__init__(args, ctx)
+        a = self.args
+        self.check_args(a)
+        self.mix = MIX_DEFAULT[a.mode] if a.mix is None else float(a.mix)
         self.entry = ATTACKS.get(a.attack)
-        self.settings = {"eps": a.eps, **{k: v for k, v in (("steps", a.steps),
-                         ("step_size", a.step_size)) if v is not None}, **a.attack_args}
+        self.settings = self.attack_kwargs(a)
         fields = [f.name for f in dataclasses.fields(attack_settings(a.attack, **self.settings))]
         self.gen_key = "generator" if "generator" in fields else None
         self.attacker = self._load_source(a.source, ctx)
@@ -229,8 +265,14 @@ class TransferAdvTraining(Method):
 
     def loss(self, model, x, y, generator):
         b = x.shape[0]
-        k = max(1, math.floor(self.args.mix * b + 0.5))  # adversarial rows (the batch is shuffled)
+        k = max(1, math.floor(self.mix * b + 0.5))  # attacked rows (the batch is shuffled)
         extra = {self.gen_key: generator} if self.gen_key else {}
         x_adv = run_attack(self.args.attack, self.attacker, x[:k],
                            y[:k] if self.entry.needs_labels else None, **self.settings, **extra)
-        return ce_step(model, torch.cat([x_adv.to(x.dtype), x[k:]]), y)
+        x_adv = x_adv.to(x.dtype)  # (k, C, H, W) in [0, 1]
+        if self.args.mode == "replace":
+            return ce_step(model, torch.cat([x_adv, x[k:]]), y)
+        logits = model(torch.cat([x, x_adv]))  # (b + k, K): one pass, the batch grown by k
+        loss = F.cross_entropy(logits, torch.cat([y, y[:k]]))  # mean over all b + k rows
+        adv_acc = (logits[b:].detach().argmax(1) == y[:k]).float().mean()
+        return StepOutput(loss, logits[:b], {"train_adv_acc": adv_acc})

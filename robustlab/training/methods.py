@@ -51,6 +51,11 @@ class Method:
 
     name = "method"
 
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        """Checks of the settings (an ``Args``) that need no data; run before any data is loaded
+        (:func:`check_method_args`). Methods override it; the default checks nothing more."""
+
     def start_epoch(self, epoch: int, model: torch.nn.Module, generator: torch.Generator) -> None:
         """Called before each epoch (e.g. to regenerate a pool of adversarial examples)."""
 
@@ -70,12 +75,15 @@ class Standard(Method):
 
 def check_method_args(name: str, args: dict[str, Any]) -> None:
     """Before any data is loaded: the method exists, its settings are known and of the right
-    type, and its eps obeys the one eps rule (each method checks the rest when it is built)."""
+    type, its eps obeys the one eps rule, and the method's own :meth:`Method.check_args` pass
+    (each method checks the rest, such as its source checkpoint's shapes, when it is built)."""
     from .._checks import check_eps
 
-    a = from_dict(METHODS.get(name).Args, dict(args), where=f"method {name!r}")
+    cls = METHODS.get(name)
+    a = from_dict(cls.Args, dict(args), where=f"method {name!r}")
     if getattr(a, "eps", None) is not None:
         check_eps(a.eps, name=f"method {name!r}: eps", positive=True)
+    cls.check_args(a)
 
 
 def build_method(name: str, args: dict[str, Any], ctx: MethodContext) -> Method:
