@@ -84,13 +84,21 @@ def test_drop_of_exactly_the_threshold_or_a_rise_is_not_overfitting(tmp_path, mo
 
 
 def test_warn_action_marks_and_goes_on(tmp_path, monkeypatch):
+    """overfit_action "warn" (the traffic-sign recipes: the collapse is the report's finding): the
+    epoch is marked and warned about, and training runs to the last epoch with no restore."""
     script_overfit(monkeypatch, [0.6, 0.1, 0.1, 0.1])
-    with pytest.warns(RuntimeWarning, match="training goes on"):
-        train(cfg(guards={"robust_val": False, "overfit_action": "warn"}), tmp_path / "r",
-              progress=False)
+    snaps = Snapshots()
+    with pytest.warns(RuntimeWarning, match="catastrophic overfitting in epoch 2.*training goes on"):
+        final = train(cfg(guards={"robust_val": False, "overfit_action": "warn"}), tmp_path / "r",
+                      progress=False, hooks=[snaps])
     got = lines(tmp_path / "r")
+    assert [m["epoch"] for m in got] == [1, 2, 3, 4] and final == got[-1]  # to the last epoch
     assert [m.get("catastrophic_overfitting", False) for m in got] == [False, True, False, False]
-    assert "restored_epoch" not in got[1]
+    assert not any("restored_epoch" in m for m in got)
+    kept = load_file(str(tmp_path / "r/model.safetensors"))  # the last epoch's weights, not epoch 1's
+    assert same({k: kept[k] for k in snaps.by_epoch[4]}, snaps.by_epoch[4])
+    assert not same(snaps.by_epoch[4], snaps.by_epoch[1])
+    assert "stopped" not in json.loads((tmp_path / "r/last.json").read_text())["extra"]
 
 
 def scripted_val(monkeypatch, by_epoch):

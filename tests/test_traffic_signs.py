@@ -36,6 +36,10 @@ def test_recipes_hold_the_reports_settings():
     assert eps["trades"]["eps"] == pytest.approx(3 / 255)
     assert [yaml.safe_load((RECIPES / f"{n}.yaml").read_text())["epochs"] for n in METHODS] == \
         [10, 10, 10, 15]
+    # FGSM and Fast-FGSM must be free to overfit catastrophically (the report's finding): the
+    # guard warns and marks the epoch instead of restoring and stopping
+    guards = {n: yaml.safe_load((RECIPES / f"{n}.yaml").read_text()).get("guards", {}) for n in METHODS}
+    assert guards["fgsm"] == guards["fast-fgsm"] == {"overfit_action": "warn"}
 
 
 def test_documented_commands_run_end_to_end_on_a_gtsrb_fixture(tmp_path, capsys):
@@ -59,6 +63,8 @@ def test_documented_commands_run_end_to_end_on_a_gtsrb_fixture(tmp_path, capsys)
         assert saved["model_kwargs"]["mean"] == [0.485, 0.456, 0.406]
         if name != "standard":
             assert "val_robust_acc" in final and (out / "best.safetensors").exists()
+        if name in ("fgsm", "fast-fgsm"):  # the recipe's guards merge with --set guards.*
+            assert saved["guards"]["overfit_action"] == "warn" and saved["guards"]["overfit_n"] == 6
         runs[name] = out / "model.safetensors"
     code = main(["stress", "--dataset", "gtsrb", "--data-root", str(tmp_path / "data"),
                  *[a for n, p in runs.items() for a in ("--model", f"{n}={p}")], "--n", "4",
