@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a preset setting, e.g. --set n_eval=100 (repeatable)")
     p.add_argument("--overwrite", action="store_true",
                    help="reuse an --out that holds another recipe or preset")
+    p.add_argument("--docs", metavar="DIR", help="also publish each recipe's results page as "
+                   "DIR/RECIPE.md with its figures (e.g. docs/results)")
     p.add_argument("--data-root", default=None, help="directory holding the datasets")
     add_runtime_args(p)
     p.set_defaults(seed=None)
@@ -40,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     reproduce(args.recipe, args.preset, args.out, only=only, dry_run=args.dry_run,
               data_root=args.data_root, device=args.device, seed=args.seed, jobs=args.jobs,
               overwrite=args.overwrite, overrides=apply_sets({}, args.set),
-              progress=not args.no_progress)
+              progress=not args.no_progress, docs=args.docs)
     return 0

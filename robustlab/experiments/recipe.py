@@ -63,6 +63,7 @@ class Recipe:
     outputs: dict[str, Output]
     claims: Callable[[dict, Any], list[Claim]] = lambda results, settings: []
     notes: tuple[str, ...] = field(default_factory=tuple)
+    yaml: Path | None = None  # its settings file (default: recipes/NAME.yaml in the repository)
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
@@ -75,7 +76,7 @@ def load_settings(recipe: Recipe, preset: str, path: Path | None = None,
 
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    path = path or RECIPE_DIR / f"{recipe.name}.yaml"
+    path = path or recipe.yaml or RECIPE_DIR / f"{recipe.name}.yaml"
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -36,7 +36,7 @@ def reproduce(recipe_name: str, preset: str, out: str | Path, *, only: Sequence[
               dry_run: bool = False, data_root: str | None = None, device: str = "auto",
               seed: int | None = None, jobs: int = 1, overwrite: bool = False,
               overrides: dict[str, Any] | None = None, progress: bool = True,
-              say: Callable[[str], None] = print) -> dict:
+              docs: str | Path | None = None, say: Callable[[str], None] = print) -> dict:
     """Reproduce ``recipe_name`` ("ssr-purifier", "traffic-signs" or "all") at ``preset`` into
     ``out``. Returns the results document (also ``out/results.json``)."""
     names = list(RECIPES) if recipe_name == "all" else [recipe_name]
@@ -58,21 +58,22 @@ def reproduce(recipe_name: str, preset: str, out: str | Path, *, only: Sequence[
                               else out))
         return {}
     _check_out(out, recipe_name, preset, overwrite)
-    docs = {}
+    for r, settings, plan, outputs, steps in prepared:  # before any file is written
+        _check_data(plan, steps, data_root)
+    results: dict[str, dict] = {}
     with Lock(out, is_dir=True, what=f"--out {out}"):
         write_json(out / MARKER, {"recipe": recipe_name, "preset": preset})
         for r, settings, plan, outputs, steps in prepared:
             where = out / r.name if len(names) > 1 else out
-            _check_data(plan, steps, settings, data_root)
-            docs[r.name] = _run_one(r, preset, settings, plan, outputs, steps, where, data_root,
-                                    device, jobs, progress, say)
+            results[r.name] = _run_one(r, preset, settings, plan, outputs, steps, where,
+                                       data_root, device, jobs, progress, say, docs)
         if len(names) > 1:
             from .report import write_report
 
             write_report(out / "report.html", [(RECIPES.get(n), d, out / n)
-                                               for n, d in docs.items()])
+                                               for n, d in results.items()])
             say(f"report: {out / 'report.html'}")
-    return docs if len(names) > 1 else docs[names[0]]
+    return results if len(names) > 1 else results[names[0]]
 
 
 def _check_out(out: Path, recipe: str, preset: str, overwrite: bool) -> None:
@@ -89,7 +90,7 @@ def _check_out(out: Path, recipe: str, preset: str, overwrite: bool) -> None:
                           f"for {recipe!r} at {preset!r}")
 
 
-def _check_data(plan: Plan, steps: list[str], settings: Any, data_root: str | None) -> None:
+def _check_data(plan: Plan, steps: list[str], data_root: str | None) -> None:
     """Every dataset the steps read can be found (the error says what to download, where)."""
     from .. import data as rl_data
 
@@ -100,7 +101,8 @@ def _check_data(plan: Plan, steps: list[str], settings: Any, data_root: str | No
 
 
 def _run_one(recipe: Recipe, preset: str, settings: Any, plan: Plan, outputs: list[str],
-             steps: list[str], out: Path, data_root, device, jobs, progress, say) -> dict:
+             steps: list[str], out: Path, data_root, device, jobs, progress, say,
+             docs) -> dict:
     t0 = time.perf_counter()
     say(f"{recipe.name} ({preset}): {len(steps)} steps for {len(outputs)} outputs in {out}")
     outcomes = run_plan(plan, steps, out, data_root=data_root, device=device, jobs=jobs,
@@ -120,20 +122,22 @@ def _run_one(recipe: Recipe, preset: str, settings: Any, plan: Plan, outputs: li
                               "seconds": rec.get("seconds", o.seconds),
                               "result": rec.get("result"), "error": o.error, "log": o.log}
     write_json(out / "results.json", doc)
-    render_all(recipe, doc, out, say)
+    render_all(recipe, doc, out, say, docs)
     return doc
 
 
-def render_all(recipe: Recipe, doc: dict, out: Path, say: Callable[[str], None] = print) -> None:
+def render_all(recipe: Recipe, doc: dict, out: Path, say: Callable[[str], None] = print,
+               docs: str | Path | None = None) -> None:
     """Every output of ``doc`` (a results document) into ``out``: tables/*.md|csv,
     figures/*.png, the claims, and report.html last (each file written atomically)."""
+    from .markdown import publish, results_markdown
     from .render import Table
     from .report import write_report
     from .results import Results
 
     res = Results(doc, out)
     settings = from_dict(recipe.settings, doc["settings"])
-    rendered = {}
+    rendered: dict[str, Any] = {}
     for name in doc["outputs"]:
         try:
             made = recipe.outputs[name].render(res, settings, out / "figures")
@@ -142,10 +146,13 @@ def render_all(recipe: Recipe, doc: dict, out: Path, say: Callable[[str], None] 
         if isinstance(made, Table):
             write_text(out / "tables" / f"{name}.md", made.markdown())
             write_text(out / "tables" / f"{name}.csv", made.csv())
-        rendered[name] = made.name if isinstance(made, Table) else str(made)
-    doc["rendered"] = rendered
+        rendered[name] = made if isinstance(made, Table) else str(made)
+    doc["rendered"] = {k: (v.name if isinstance(v, Table) else v) for k, v in rendered.items()}
     doc["claims"] = [c.__dict__ for c in recipe.claims(res, settings)]
     write_json(out / "results.json", doc)
+    write_text(out / "results.md", results_markdown(recipe, doc, rendered, "figures"))
+    if docs is not None:
+        say(f"published: {publish(recipe, doc, rendered, Path(docs))}")
     write_report(out / "report.html", [(recipe, doc, out)])
     say(f"report: {out / 'report.html'}")
 

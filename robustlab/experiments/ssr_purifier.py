@@ -183,7 +183,8 @@ def steps(s: Settings) -> list[Step]:
         for m in DEFENDED:
             out.append(_train(f"at-{kind}-{m}", s, m, f"report's AT baseline: {m} on VGG19's "
                               f"{kind.upper()} adversaries, eps 16", method="transfer-adv",
-                              method_args={"source": clf("vgg19"), "eps": E16, **attack},
+                              method_args={"source": clf("vgg19"), "eps": E16,
+                                           "mode": "inject", **attack},
                               epochs=s.at_epochs, subset=s.at_subset))
     out += [_purifier(k, s) for k in PURIFIERS]
     out.append(Step("craft-vgg19", "evaluate", {
