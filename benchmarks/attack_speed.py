@@ -15,7 +15,7 @@ The lead runs the full-size measurement (default: CIFAR-style ResNet18, batch 32
 
     python benchmarks/attack_speed.py --device cuda --amp bf16 --channels-last
     python benchmarks/attack_speed.py --model small-cnn --width 0.25 --repeats 1   # smoke test
-    python benchmarks/attack_speed.py --checkpoint runs/issue2/small-cnn/model.safetensors \
+    python benchmarks/attack_speed.py --checkpoint runs/std/model.safetensors \
         --batch 256 --eps 0.1 --steps 20      # a trained model that PGD breaks: early stop pays
 """
 from __future__ import annotations

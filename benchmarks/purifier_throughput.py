@@ -5,8 +5,8 @@ After a warm-up, repeats are interleaved (classifier, purifier 1, purifier 2, ..
 so that drifting machine load hits every module alike; medians are reported. Inference only
 (eval mode, ``torch.no_grad``), the same input batch for every module.
 
-    python benchmarks/purifier_throughput.py --classifier runs/issue6/cls/resnet18/model.safetensors \
-        --purifier ours=runs/issue6/pur/B3/purifier.safetensors --purifier nrp=runs/issue6/pur/NRP/purifier.safetensors
+    python benchmarks/purifier_throughput.py --classifier runs/reproduce-quick/ssr-purifier/steps/classifier-resnet18-ID/model.safetensors \
+        --purifier ours=runs/.../purifier-b3-ID/purifier.safetensors --purifier nrp=runs/.../purifier-nrp-ID/purifier.safetensors
     python benchmarks/purifier_throughput.py --arch unet-b --arch nrp --width 0.25 --repeats 3   # untrained
 
 Prints a Markdown table; ``--json PATH`` also writes the numbers.

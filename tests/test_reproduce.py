@@ -255,3 +255,18 @@ def test_paper_preset_without_its_data_says_what_to_download(tmp_path):
 def test_unknown_recipe_is_listed(capsys):
     with pytest.raises(UnknownNameError, match="Known recipes: .*ssr-purifier"):
         RECIPES.get("ssr")
+
+
+def test_jobs_run_independent_steps_side_by_side(tmp_path):
+    """--jobs 2: steps in worker processes; the same outputs as one process would write."""
+    lines: list[str] = []
+    doc = reproduce("ssr-purifier", "smoke", tmp_path / "out", only=["table1"], jobs=2,
+                    progress=False, say=lines.append)
+    assert doc["outputs"] == ["table1"]
+    assert set(doc["steps"]) == {"classifier-vgg16", "classifier-vgg19", "classifier-resnet18",
+                                 "at-fgsm-vgg19", "at-fgsm-resnet18", "at-pgd-vgg19",
+                                 "at-pgd-resnet18", "purifier-b3", "purifier-nrp",
+                                 "purifier-a-l1", "purifier-b1", "purifier-b2", "craft-vgg19",
+                                 "craft-vgg16-fd", "score-crafted"}
+    assert all(s["status"] == "ok" for s in doc["steps"].values())
+    assert "| FD from VGG19 |" in (tmp_path / "out/tables/table1.md").read_text()

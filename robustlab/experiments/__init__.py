@@ -16,9 +16,7 @@ from .steps import Plan, Step, ref
 
 # the recipes register themselves
 from . import ssr_tables as _ssr_tables  # noqa: E402,F401
-import importlib.util as _u  # TEMP until traffic_signs lands
-if _u.find_spec(__name__ + '.traffic_signs'):
-    from . import traffic_signs as _traffic_signs  # noqa: E402,F401
+from . import traffic_signs as _traffic_signs  # noqa: E402,F401
 
 __all__ = ["PRESETS", "RECIPES", "Claim", "Output", "Plan", "Recipe", "Step", "load_settings",
            "plan_for", "ref", "reproduce"]

@@ -46,6 +46,9 @@ def estimate_seconds(step: Step) -> float:
     if step.kind == "evaluate":
         return n * (1 + sum(_attack_passes(a) for a in s["attacks"])) / _PASSES_PER_SECOND
     if step.kind == "sweep":
-        per = sum(int(v) + 1 if s["param"] == "steps" else 21 for v in s["values"])
-        return n * len(s["models"]) * per * len(s["attacks"]) / _PASSES_PER_SECOND
+        cost = 0
+        for a in s["attacks"]:
+            steps = 1 if a == "fgsm" else int((s.get("settings") or {}).get("steps", 10))
+            cost += sum((int(v) if s["param"] == "steps" else steps) + 1 for v in s["values"])
+        return n * len(s["models"]) * cost / _PASSES_PER_SECOND
     return n * 2 / _PASSES_PER_SECOND

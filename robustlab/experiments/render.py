@@ -104,8 +104,8 @@ def line_figure(path, curves: dict[str, Sequence[tuple[float, float]]], *, xlabe
     for label, pts in curves.items():
         pts = sorted(pts)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
-                    **(styles or {}).get(label, {}))
+            style = {"marker": "o", **(styles or {}).get(label, {})}
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
