@@ -94,10 +94,16 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 # -- the engine on a toy recipe --------------------------------------------------------------------
+INTERRUPT = {"armed": False}
+
+
 @KINDS.register("test-value", help="test only: returns its settings' value")
 def _value_kind(s, ctx):
     if s.get("fail"):
         raise RuntimeError("this step was told to fail")
+    if INTERRUPT["armed"] and s["value"] == 3.0:
+        INTERRUPT["armed"] = False
+        raise KeyboardInterrupt  # Ctrl-C in the middle of step c
     (ctx.folder / "value.txt").write_text(str(s["value"]))
     return {"value": s["value"], "needs": s.get("needs")}
 
@@ -121,14 +127,13 @@ def _toy_table(res, s, _fig):
 
 
 def _toy_recipe(tmp_path, fail_b):
-    path = tmp_path / f"toy-{fail_b}.yaml"
-    path.write_text(yaml.safe_dump({"recipe": f"toy-{fail_b}", "presets": {
-        p: {"value": 1.0, "fail_b": fail_b} for p in ("smoke", "quick", "paper")}}))
     name = f"toy-{fail_b}"
     if name not in RECIPES:
         RECIPES.register(name)(Recipe(name, "Toy", "none", ToySettings, _toy_steps, {
             "toy": Output("toy", "Toy table", "table", lambda s: list("abcd"), _toy_table)},
-            yaml=path))
+            yaml=tmp_path / f"{name}.yaml"))
+    RECIPES.get(name).yaml.write_text(yaml.safe_dump({"recipe": name, "presets": {
+        p: {"value": 1.0, "fail_b": fail_b} for p in ("smoke", "quick", "paper")}}))
     return name
 
 
@@ -158,6 +163,18 @@ def test_finished_steps_are_never_run_again(tmp_path):
     with pytest.raises(ConfigError, match="holds a reproduction of 'toy-False' at preset 'smoke'"):
         reproduce(name, "quick", tmp_path / "out", say=lambda _: None)
     reproduce(name, "quick", tmp_path / "out", overwrite=True, say=lambda _: None)
+
+
+def test_ctrl_c_then_the_same_command_continues_where_it_stopped(tmp_path):
+    name = _toy_recipe(tmp_path, False)
+    INTERRUPT["armed"] = True
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(name, "smoke", tmp_path / "out", say=lambda _: None)
+    lines: list[str] = []
+    doc = reproduce(name, "smoke", tmp_path / "out", say=lines.append)
+    cached = {n for n, st in doc["steps"].items() if st["cached"]}
+    assert cached == {"a", "b"} and all(st["status"] == "ok" for st in doc["steps"].values())
+    assert not (tmp_path / "out/.robustlab.lock").exists()
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
@@ -234,13 +251,15 @@ def test_ssr_purifier_paper_path_runs_on_cifar10_fixture_files(tmp_path):
             "at_subset": 32, "at_pgd_steps": 1, "pur_width": 0.125, "pur_epochs": 1,
             "pur_subset": 16, "pur_fd_steps": 1, "pur_val_n": 8, "nrp_blocks": 1, "n_eval": 16,
             "n_whitebox": 8, "n_autoattack": 4, "aa_n_iter": 2, "n_sweep": 8, "pgd_steps": 2,
-            "sweep_eps": [0.0, 0.0313725], "sweep_steps": [1, 2]}
+            "sweep_eps": [0.0, 0.0313725], "sweep_steps": [1, 2], "imagenet_vgg16_epochs": 1,
+            "imagenet_vgg16_pretrained": False}
     doc = reproduce("ssr-purifier", "paper", tmp_path / "out", data_root=str(tmp_path / "data"),
                     overrides=tiny, progress=False, say=lambda _: None)
     assert doc["settings"]["dataset"] == "cifar10" and doc["settings"]["nrp_blocks"] == 1
     bad = {n: s["error"] for n, s in doc["steps"].items() if s["status"] != "ok"}
     assert not bad, bad
     assert (tmp_path / "out/report.html").is_file()
+    assert "ImageNet transfer at 224x224" in (tmp_path / "out/tables/table5.md").read_text()
 
 
 def test_paper_preset_without_its_data_says_what_to_download(tmp_path):

@@ -55,6 +55,8 @@ class Settings:
     sweep_eps: tuple[float, ...]  # Fig. 4a
     sweep_steps: tuple[int, ...]  # Fig. 4b (at eps 8/255)
     check_large_eps: float        # gradient-masking check: PGD at this eps must reach ~0%
+    imagenet_vgg16_epochs: int    # Table 5's ImageNet-transfer VGG16 at 224x224 (0: not built)
+    imagenet_vgg16_pretrained: bool  # start from torchvision's ImageNet weights
 
 
 def _train(name: str, s: Settings, model: str, about: str, **extra) -> Step:
@@ -174,6 +176,24 @@ def _sweeps(s: Settings) -> list[Step]:
     return out
 
 
+def _imagenet_vgg16(s: Settings) -> list[Step]:
+    """The report's ImageNet-transfer VGG16 (Table 5): torchvision's VGG16 fine-tuned on the
+    dataset's images resized to 224x224 (paper preset; a CPU preset sets 0 epochs)."""
+    if s.imagenet_vgg16_epochs < 1:
+        return []
+    train = _train("classifier-vgg16-imagenet", s, "vgg16-imagenet",
+                   "Table 5: ImageNet-transfer VGG16 at 224x224",
+                   epochs=s.imagenet_vgg16_epochs, optimizer="sgd", lr=0.01, weight_decay=5e-4,
+                   width=1.0 if s.imagenet_vgg16_pretrained else s.width,
+                   model_kwargs={"pretrained": s.imagenet_vgg16_pretrained,
+                                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    clean = Step("clean-vgg16-imagenet", "evaluate", {
+        "model": ref("classifier-vgg16-imagenet", "model.safetensors"), "dataset": s.dataset,
+        "split": "test", "n": s.n_eval, "attacks": [], "seed": s.seed},
+        "Table 5: clean accuracy of the ImageNet-transfer VGG16")
+    return [train, clean]
+
+
 def steps(s: Settings) -> list[Step]:
     """Every step of the recipe at settings ``s``."""
     out = [_train(f"classifier-{m}", s, m, f"{m} classifier (Table 5)") for m in CLASSIFIERS]
@@ -201,7 +221,7 @@ def steps(s: Settings) -> list[Step]:
     adv["fd16-vgg16"] = ref("craft-vgg16-fd", "adv0.safetensors")
     out.append(Step("score-crafted", "score", {"adv": adv, "models": pipelines()},
                     "every crafted set scored on every pipeline (gray-box / transfer)"))
-    out += _whitebox(s) + _autoattack(s) + _sweeps(s)
+    out += _whitebox(s) + _autoattack(s) + _sweeps(s) + _imagenet_vgg16(s)
     out.append(Step("grid-per-class", "purify-grid", {
         "purifier": pur("b3"), "extractor": clf("vgg19"), "extractor_blocks": 2,
         "dataset": s.dataset, "eps": E16, "steps": 20, "seed": s.seed},

@@ -7,7 +7,7 @@ and records how it was built (``robustlab_spec``) so that :func:`save`/:func:`lo
 """
 from __future__ import annotations
 
-from . import preact_resnet, resnet, resnet_imagenet, small_cnn, vgg  # noqa: F401  (registration)
+from . import preact_resnet, resnet, resnet_imagenet, small_cnn, vgg, vgg_imagenet  # noqa: F401,E501
 from .checkpoint import load, read_meta, save
 from .factory import MODELS, attach_spec, create
 from .features import FeatureExtractor, feature_extractor
