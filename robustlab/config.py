@@ -111,3 +111,29 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def read_yaml_mapping(path: Any, flag: str = "--config") -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (safe loader: tags never execute); a missing file, a
+    folder, a non-UTF-8 file or invalid YAML is one ConfigError naming ``flag``."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{flag} {path}: file not found")
+    if not p.is_file():
+        raise ConfigError(f"{flag} {path} is not a file (give a YAML file of settings)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {path} is not a UTF-8 text file (give a YAML file of "
+                          "settings)") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return data

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from ..config import parse_value
+from ..config import parse_value, read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -54,27 +53,8 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_yaml(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    import yaml
-
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {path} not found")
-    if not p.is_file():
-        raise ConfigError(f"--config {path} is not a file (give a YAML file of settings)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"--config {path} is not a UTF-8 text file (give a YAML file of "
-                          "settings)") from None
-    except OSError as exc:
-        raise ConfigError(f"--config {path} cannot be read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings")
-    return data
+    """The settings in --config (empty without one)."""
+    return read_yaml_mapping(path) if path else {}
 
 
 def apply_sets(cfg: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import from_dict
+from ..config import from_dict, read_yaml_mapping
 from ..errors import ConfigError
 from ..registry import Registry
 from .steps import Step
@@ -72,19 +72,10 @@ RECIPES: Registry[Recipe] = Registry("recipe")
 def load_settings(recipe: Recipe, preset: str, path: Path | None = None,
                   overrides: dict[str, Any] | None = None) -> Any:
     """The settings of ``recipe`` at ``preset`` from its YAML file, with ``overrides`` applied."""
-    import yaml
-
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     path = path or recipe.yaml or RECIPE_DIR / f"{recipe.name}.yaml"
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"recipe file {path} cannot be read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path} must hold a mapping with 'recipe' and 'presets'")
+    doc = read_yaml_mapping(path, "recipe file")
     unknown = sorted(set(doc) - {"recipe", "presets"})
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: recipe, presets")

@@ -70,11 +70,13 @@ def _fetch_imagenet_weights() -> dict[str, torch.Tensor]:
             "file path") from exc
 
 
-def _read_weights_file(path: str) -> dict[str, torch.Tensor]:
+def read_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """A torchvision state dict from a local file (.pth with torch's restricted loader, or
+    .safetensors); nothing else is unpickled."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(f"pretrained weights file {str(p)!r} not found; pass the path of a "
-                              "torchvision resnet18 state dict (.pth or .safetensors)")
+                              "torchvision state dict (.pth or .safetensors)")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -89,32 +91,40 @@ def _read_weights_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_torchvision_state(model: ImageNetResNet18, state: dict[str, torch.Tensor]) -> None:
-    """Copy a torchvision resnet18 state dict into ``model``.
+def copy_torchvision_state(model: nn.Module, state: dict[str, torch.Tensor], *, first_conv: str,
+                           head: tuple[str, str], arch: str) -> None:
+    """Copy a torchvision state dict of ``arch`` into ``model`` (same parameter names).
 
-    ``fc`` is taken only when its shape fits ``num_classes``; a 3-channel ``conv1`` is adapted to
-    ``in_channels`` by summing the RGB kernels and spreading the sum evenly over the new channels
-    (for a grey image repeated on C channels the first layer's response is unchanged).
+    The ``head`` (weight, bias) is taken only when its shape fits ``num_classes``; a 3-channel
+    ``first_conv`` weight is adapted to ``in_channels`` by summing the RGB kernels and spreading
+    the sum evenly over the new channels (for a grey image repeated on C channels the first
+    layer's response is unchanged).
     """
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
     state = dict(state)
-    w = state.get("conv1.weight")
+    w = state.get(first_conv)
     if isinstance(w, torch.Tensor) and w.dim() == 4 and w.shape[1] == 3 != model.in_channels:
         c = model.in_channels
-        state["conv1.weight"] = w.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c
-    for k in ("fc.weight", "fc.bias"):
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape):
+        state[first_conv] = w.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c
+    for k in head:
+        if k in state and k in own and tuple(state[k].shape) != tuple(own[k].shape):
             del state[k]  # a new head for num_classes; keeps its fresh initialisation
     missing = [k for k in own if k not in state
-               and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+               and k not in head and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
              if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         raise CheckpointError(
-            "the pretrained weights are not a torchvision resnet18 state dict: "
+            f"the pretrained weights are not a torchvision {arch} state dict: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")
     model.load_state_dict(state, strict=False)
+
+
+def load_torchvision_state(model: ImageNetResNet18, state: dict[str, torch.Tensor]) -> None:
+    """Copy a torchvision resnet18 state dict into ``model`` (see copy_torchvision_state)."""
+    copy_torchvision_state(model, state, first_conv="conv1.weight",
+                           head=("fc.weight", "fc.bias"), arch="resnet18")
 
 
 @MODELS.register("resnet18-imagenet",
@@ -132,5 +142,5 @@ def resnet18_imagenet(num_classes: int, in_channels: int, width: float, mean: Se
     if pretrained is True:
         load_torchvision_state(model, _fetch_imagenet_weights())
     elif pretrained:
-        load_torchvision_state(model, _read_weights_file(pretrained))
+        load_torchvision_state(model, read_weights_file(pretrained))
     return model

@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from .factory import MODELS, scaled
 from .normalize import Normalize
+from .resnet_imagenet import copy_torchvision_state, read_weights_file
 from .vgg import CONFIGS
 
 Pretrained = Union[bool, str]
@@ -83,32 +84,14 @@ def _imagenet_state(pretrained: Pretrained) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"could not fetch the ImageNet VGG16 weights "
                                   f"({type(exc).__name__}: {exc}); pass pretrained=False or a "
                                   "local weights file path") from exc
-    from .resnet_imagenet import _read_weights_file
-
-    return _read_weights_file(str(pretrained))
+    return read_weights_file(str(pretrained))
 
 
 def load_torchvision_vgg16(model: ImageNetVGG16, state: dict[str, torch.Tensor]) -> None:
     """Copy a torchvision vgg16 state dict in; a head of another class count stays fresh, a
     3-channel first convolution is adapted to ``in_channels`` (kernels summed and spread)."""
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
-    state = dict(state)
-    w = state.get("features.0.weight")
-    if isinstance(w, torch.Tensor) and w.dim() == 4 and w.shape[1] == 3 != model.in_channels:
-        c = model.in_channels
-        state["features.0.weight"] = w.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c
-    for k in ("classifier.6.weight", "classifier.6.bias"):
-        if k in state and k in own and tuple(state[k].shape) != tuple(own[k].shape):
-            del state[k]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
-             if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in state and not k.startswith("classifier.6.")]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected or wrong:
-        raise CheckpointError("the pretrained weights are not a torchvision vgg16 state dict: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape "
-                              f"mismatches {wrong[:5]}")
-    model.load_state_dict(state, strict=False)
+    copy_torchvision_state(model, state, first_conv="features.0.weight",
+                           head=("classifier.6.weight", "classifier.6.bias"), arch="vgg16")
 
 
 @MODELS.register("vgg16-imagenet", help="torchvision ImageNet VGG16 on inputs resized to 224 "
