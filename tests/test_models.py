@@ -20,6 +20,7 @@ FEATURES_W025 = {
     "vgg19": [(16, 32), (32, 16)], "resnet18": [(16, 32), (16, 32)],
     "preact-resnet18": [(16, 32), (16, 32)], "small-cnn": [(8, 32), (16, 16)],
     "resnet18-imagenet": [(16, 8), (16, 8)],
+    "vgg16-imagenet": [(16, 224), (32, 112)],  # features of the 224x224 resize it sees
 }
 
 

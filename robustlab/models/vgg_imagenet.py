@@ -23,10 +23,24 @@ from .vgg import CONFIGS
 Pretrained = Union[bool, str]
 
 
+class Resize(nn.Module):
+    """(B, C, H, W) -> (B, C, size, size), bilinear (the identity when already that size)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] == (self.size, self.size):
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
 class ImageNetVGG16(nn.Module):
     """VGG16 without batch norm (torchvision's layout), on images resized to ``input_size``.
 
-    ``blocks`` are the conv stacks between max-pools, as for the 32x32 VGGs (feature extractors).
+    ``blocks`` are the conv stacks between max-pools, as for the 32x32 VGGs (feature
+    extractors); the first starts with the resize, so features are those the classifier sees.
     """
 
     def __init__(self, num_classes: int, in_channels: int, width: float,
@@ -36,6 +50,7 @@ class ImageNetVGG16(nn.Module):
             raise ConfigError(f"input_size must be an integer >= 32, got {input_size!r}")
         self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, input_size
         self.normalize = Normalize(mean, std)
+        self.resize = Resize(input_size)
         layers: list[nn.Module] = []
         channels = in_channels
         for item in CONFIGS["vgg16"]:
@@ -56,7 +71,7 @@ class ImageNetVGG16(nn.Module):
     @property
     def blocks(self) -> nn.ModuleList:
         """The conv stacks before each max-pool (built on demand; the modules are shared)."""
-        out, cur = [], []
+        out, cur = [], [self.resize]
         for m in self.features:
             if isinstance(m, nn.MaxPool2d):
                 out.append(nn.Sequential(*cur))
@@ -67,10 +82,7 @@ class ImageNetVGG16(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, H, W) in [0, 1] -> resized (B, C, S, S) -> (B, num_classes) logits
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False)
-        h = self.avgpool(self.features(self.normalize(x)))
+        h = self.avgpool(self.features(self.resize(self.normalize(x))))
         return self.classifier(torch.flatten(h, 1))
 
 
