@@ -157,6 +157,14 @@ CASES = {
                                 "--out", "{fx}/a-file/s"], "is a file"),
     "stress eps > 1": (["stress", "--model", "{fx}/clf.safetensors", "--eps", "0,8", "--out",
                         "s"], "did you mean 8/255?"),
+    # reproduce
+    "reproduce unknown recipe": (["reproduce", "nope", "--out", "o"], "unknown recipe 'nope'"),
+    "reproduce unknown output": (["reproduce", "ssr-purifier", "--only", "table9", "--out", "o"],
+                                 "has no output 'table9'"),
+    "reproduce setting typo": (["reproduce", "traffic-signs", "--set", "n_evall=3", "--out", "o"],
+                               "'n_evall'"),
+    "reproduce paper without data": (["reproduce", "ssr-purifier", "--preset", "paper",
+                                      "--data-root", EMPTY, "--out", "o"], "cifar10"),
     # score
     "score flipped examples": (["score", "--adv", "{fx}/flipped.safetensors", "--model",
                                 "{fx}/clf.safetensors"], "does not match"),
