@@ -15,7 +15,7 @@ from robustlab.attacks import pgd
 from robustlab.cli import main
 from robustlab.errors import CheckpointError, ConfigError, InputError
 from robustlab.training import METHODS, TrainConfig, train
-from robustlab.training.methods import MethodContext, build_method
+from robustlab.training.classifier.methods import MethodContext, build_method
 
 ADV = ["fgsm", "fast-fgsm", "pgd", "trades", "transfer-adv"]
 
@@ -325,7 +325,7 @@ def test_transfer_adv_inject_with_a_mix_adds_that_fraction(source):
     ({"attack": "fgsm", "attack_args": {"random_start": False}}, "no setting.*random_start"),
 ])
 def test_transfer_adv_settings_are_refused_before_any_data_is_loaded(tmp_path, capsys, args, match):
-    from robustlab.training.methods import check_method_args
+    from robustlab.training.classifier.methods import check_method_args
 
     with pytest.raises(ConfigError, match=match):
         check_method_args("transfer-adv", {"source": "x", **args})

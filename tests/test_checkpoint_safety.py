@@ -16,9 +16,9 @@ from robustlab._io import sha256_file
 from robustlab.cli import main
 from robustlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from robustlab.purifiers import create_critic, create_purifier
-from robustlab.training import purifier as purifier_trainer
-from robustlab.training.purifier import train_purifier
-from robustlab.training.purifier_config import PurifierConfig
+from robustlab.training.purifier import trainer as purifier_trainer
+from robustlab.training.purifier.trainer import train_purifier
+from robustlab.training.purifier.config import PurifierConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,11 +8,11 @@ import torch
 from robustlab import models
 from robustlab.attacks import OBJECTIVES
 from robustlab.errors import ConfigError, InputError
-from robustlab.training.contrastive import (ProjectionModel, contrastive_preset, make_nt_xent,
+from robustlab.training.contrastive.projection import (ProjectionModel, contrastive_preset, make_nt_xent,
                                             nt_xent, nt_xent_per_anchor)
-from robustlab.training.contrastive_bn import (DualBatchNorm, branch_state_dict, bn_branch,
+from robustlab.training.contrastive.dual_bn import (DualBatchNorm, branch_state_dict, bn_branch,
                                                convert_dual_bn, export_branch)
-from robustlab.training.contrastive_methods import ContrastiveAttack, attack_views
+from robustlab.training.contrastive.methods import ContrastiveAttack, attack_views
 
 
 def hand_nt_xent(z1, z2, t):

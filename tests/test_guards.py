@@ -13,8 +13,8 @@ import robustlab.data as rl_data
 from robustlab import models
 from robustlab.errors import ConfigError
 from robustlab.training import GuardConfig, TrainConfig, train
-from robustlab.training import guards as guards_mod
-from robustlab.training.adversarial import PGDTraining
+from robustlab.training.classifier import guards as guards_mod
+from robustlab.training.classifier.adversarial import PGDTraining
 
 
 def cfg(**kw):

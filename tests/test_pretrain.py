@@ -11,10 +11,10 @@ from robustlab import cli, models
 from robustlab.data import ImageDataset
 from robustlab.errors import CheckpointError, ConfigError
 from robustlab.training import METHODS, TrainConfig
-from robustlab.training import contrastive_train as ct
-from robustlab.training.contrastive_finetune import check_encoder_fits, finetune
-from robustlab.training.contrastive_methods import PRETRAIN_METHODS
-from robustlab.training.contrastive_train import PretrainConfig, pretrain
+from robustlab.training.contrastive import trainer as ct
+from robustlab.training.contrastive.finetune import check_encoder_fits, finetune
+from robustlab.training.contrastive.methods import PRETRAIN_METHODS
+from robustlab.training.contrastive.trainer import PretrainConfig, pretrain
 
 from data_fixtures import write_idx
 

@@ -7,8 +7,8 @@ import pytest
 from robustlab import cli
 from robustlab.errors import ConfigError
 from robustlab.training import TrainConfig
-from robustlab.training.contrastive_compare import compare_pretraining, markdown_table
-from robustlab.training.contrastive_train import PretrainConfig
+from robustlab.training.contrastive.compare import compare_pretraining, markdown_table
+from robustlab.training.contrastive.config import PretrainConfig
 
 ARGS = ["compare-pretraining", "--dataset", "synthetic", "--model", "small-cnn", "--width", "0.25",
         "--subset", "48", "--pretrain-epochs", "1", "--pretrain-batch-size", "16",

@@ -14,10 +14,11 @@ import robustlab.data as rl_data
 from robustlab import models
 from robustlab.errors import CheckpointError, ConfigError, InputError, TrainingDiverged
 from robustlab.purifiers import LOSS_PRESETS, create_critic, create_purifier
-from robustlab.training import purifier_setup, purifier_steps
-from robustlab.training.purifier import train_purifier
-from robustlab.training.purifier_config import PurifierConfig
-from robustlab.training.purifier_steps import GanParts, critic_step, generator_step
+from robustlab.training.purifier import setup as purifier_setup
+from robustlab.training.purifier import steps as purifier_steps
+from robustlab.training.purifier.trainer import train_purifier
+from robustlab.training.purifier.config import PurifierConfig
+from robustlab.training.purifier.steps import GanParts, critic_step, generator_step
 from robustlab.training.state import load_state, save_state
 from robustlab.viz import save_image_rows
 

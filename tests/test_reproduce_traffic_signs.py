@@ -36,8 +36,8 @@ def test_every_preset_is_complete_and_expands_into_a_plan(preset):
     assert cfg["acl-finetune"]["init"].endswith("acl-pretrain/encoder.safetensors")
     # both ACL arms as compare-pretraining requires: same data, model, width, subset, val, seed
     from robustlab.training import TrainConfig
-    from robustlab.training.contrastive_compare import _check_arms
-    from robustlab.training.contrastive_train import PretrainConfig
+    from robustlab.training.contrastive.compare import _check_arms
+    from robustlab.training.contrastive.config import PretrainConfig
 
     _check_arms(PretrainConfig.from_dict(cfg["acl-pretrain"]),
                 from_dict(TrainConfig, cfg[baseline_step(s)]))

@@ -23,9 +23,9 @@ import robustlab.data as rl_data
 from robustlab._lock import Lock
 from robustlab.errors import ConfigError
 from robustlab.training import TrainConfig, train
-from robustlab.training import methods as rl_methods
-from robustlab.training.purifier import train_purifier
-from robustlab.training.purifier_config import PurifierConfig
+from robustlab.training.classifier import methods as rl_methods
+from robustlab.training.purifier.trainer import train_purifier
+from robustlab.training.purifier.config import PurifierConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import robustlab.data as rl_data
 from robustlab import models
 from robustlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from robustlab.training import TrainConfig, train
-from robustlab.training import methods as methods_mod
+from robustlab.training.classifier import methods as methods_mod
 from robustlab.training.state import load_state, save_state
 
 

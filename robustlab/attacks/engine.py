@@ -12,16 +12,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_positive, fed_in_dtype
 from ..errors import ConfigError, InputError
+from .. import runtime
 from .early_stop import run_early
 from .geometry import check_eps, check_norm, work_dtype
 from .loop import Plan, autocast, run_full, score, warn_nonfinite
-from .._checks import fed_in_dtype
 from .mode import frozen_eval
 from .objectives import (OBJECTIVES, LogitObjective, needs_labels, objective_kwargs_error,
                          on_logits)
-from .validate import (amp_dtype_of, check_bool, check_generator, check_inputs, check_kwargs_dict,
+from .validate import (check_bool, check_generator, check_inputs, check_kwargs_dict,
                        check_model, resolve)
 
 
@@ -95,7 +95,7 @@ def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, 
     plan = Plan(eps=check_eps(eps, norm), step_size=check_positive("step_size", step_size),
                 steps=check_int("steps", steps, 1), norm=norm,
                 random_start=check_bool("random_start", random_start), targeted=targeted,
-                amp=amp_dtype_of(amp_dtype), generator=check_generator(generator),
+                amp=runtime.amp_dtype(amp_dtype), generator=check_generator(generator),
                 init=_check_init(init, x, restarts, early_stop))
     return make, okw, plan, check_int("restarts", restarts, 1)
 

@@ -9,8 +9,6 @@ from torch import Tensor
 from .._checks import check_images, check_labels
 from ..errors import ConfigError, InputError
 
-_AMP = {"none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-        "fp16": torch.float16, "float16": torch.float16}
 
 
 def check_model(model: Any) -> None:
@@ -45,14 +43,6 @@ def check_generator(generator: Any) -> torch.Generator | None:
     return generator
 
 
-def amp_dtype_of(value: Any) -> torch.dtype | None:
-    """None / torch.bfloat16 / torch.float16, also from the strings none, bf16, fp16."""
-    if value is None or value in (torch.bfloat16, torch.float16):
-        return value
-    if isinstance(value, str) and value.lower() in _AMP:
-        return _AMP[value.lower()]
-    raise ConfigError(f"amp_dtype must be one of None, torch.bfloat16, torch.float16 "
-                      f"(or 'none', 'bf16', 'fp16'), got {value!r}")
 
 
 def check_kwargs_dict(name: str, value: Any) -> dict:

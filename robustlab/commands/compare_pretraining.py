@@ -53,7 +53,7 @@ def build_configs(args: argparse.Namespace):
     from ..config import from_dict
     from ..errors import ConfigError
     from ..training import TrainConfig
-    from ..training.contrastive_train import PretrainConfig
+    from ..training.contrastive.config import PretrainConfig
 
     if not args.dataset:
         raise ConfigError("--dataset is required")
@@ -73,7 +73,7 @@ def build_configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.contrastive_compare import DEFAULT_EPS, compare_pretraining
+    from ..training.contrastive.compare import DEFAULT_EPS, compare_pretraining
 
     pre, fine = build_configs(args)
     summary = compare_pretraining(

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from .._io import write_json
     from ..distributed import world
     from ..evaluation import evaluate
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
     from .outputs import Outputs
 
     check_counts(args)

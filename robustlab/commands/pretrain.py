@@ -42,14 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from ..training.contrastive_train import PretrainConfig
+    from ..training.contrastive.config import PretrainConfig
 
     cfg = config_from_args(args, _FIELDS, ("dataset", "model"))
     return PretrainConfig.from_dict(cfg)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.contrastive_train import pretrain
+    from ..training.contrastive import pretrain
 
     cfg = build_config(args)
     final = pretrain(cfg, args.out, data_root=args.data_root, device=args.device,

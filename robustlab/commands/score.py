@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._io import write_json, write_text
     from ..evaluation import load_adversarial
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
     from .attack_args import load_checked
     from .evaluate import check_counts
     from .outputs import Outputs

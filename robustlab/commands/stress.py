@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import world
     from ..errors import ConfigError
     from ..evaluation import evaluate, save_sweep, sweep
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
     from .outputs import Outputs
     from .sweep import check_values, markdown
 

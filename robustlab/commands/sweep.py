@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.sanity import monotonic_warnings
     from ..evaluation.threats import THREAT_MODELS
     from ..purifiers import Purified
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
     from .evaluate import check_counts, dataset_of
     from .outputs import Outputs
 

@@ -55,14 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     from ..config import from_dict
-    from ..training.purifier_config import PurifierConfig
+    from ..training.purifier.config import PurifierConfig
 
     cfg = config_from_args(args, _FIELDS, ("dataset", "extractor"))
     return from_dict(PurifierConfig, cfg, where="purifier config")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.purifier import train_purifier
+    from ..training.purifier.trainer import train_purifier
 
     cfg = build_config(args)
     final = train_purifier(cfg, args.out, data_root=args.data_root, device=args.device,

@@ -1,7 +1,7 @@
 """Evaluation: clean and adversarial accuracy under named threat models, sweeps over attack
 strength, sanity checks against gradient masking, and crafted examples saved for transfer matrices."""
 from .advstore import load_adversarial, save_adversarial
-from .clean import accuracy, predict
+from ..metrics import accuracy, predict
 from .harness import AttackSpec, EvalResult, evaluate, score_adversarial
 from .sanity import monotonic_warnings
 from .sweeps import save_sweep, sweep

@@ -52,7 +52,7 @@ def run_train(s: dict, ctx: Context) -> dict:
 
 @KINDS.register("pretrain", help="contrastive pre-training (robustlab pretrain)")
 def run_pretrain(s: dict, ctx: Context) -> dict:
-    from ..training.contrastive_train import PretrainConfig, pretrain
+    from ..training.contrastive import PretrainConfig, pretrain
 
     cfg = PretrainConfig.from_dict(s["config"])
     final = pretrain(cfg, ctx.folder, data_root=ctx.data_root, device=ctx.device, resume=True,
@@ -63,8 +63,8 @@ def run_pretrain(s: dict, ctx: Context) -> dict:
 @KINDS.register("train-purifier", help="train a purifier (robustlab train-purifier)")
 def run_train_purifier(s: dict, ctx: Context) -> dict:
     from ..config import from_dict
-    from ..training.purifier import train_purifier
-    from ..training.purifier_config import PurifierConfig
+    from ..training.purifier.trainer import train_purifier
+    from ..training.purifier.config import PurifierConfig
 
     cfg = from_dict(PurifierConfig, s["config"], where="train-purifier step")
     final = train_purifier(cfg, ctx.folder, data_root=ctx.data_root, device=ctx.device,
@@ -207,6 +207,6 @@ def run_purify_grid(s: dict, ctx: Context) -> dict:
 
 
 def _device(ctx: Context):
-    from ..training.trainer import resolve_device
+    from ..runtime import resolve_device
 
     return resolve_device(ctx.device)

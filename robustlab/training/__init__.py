@@ -1,16 +1,13 @@
-"""Trainers: classifiers with pluggable (adversarial) methods, and their run directories."""
-from . import adversarial as _adversarial  # noqa: F401  (registers fgsm, fast-fgsm, pgd, ...)
-from .config import GuardConfig, TrainConfig
-from .contrastive_compare import compare_pretraining
-from .contrastive_finetune import finetune
-from .contrastive_methods import PRETRAIN_METHODS
-from .contrastive_train import PretrainConfig, pretrain
-from .methods import METHODS, Method, MethodContext, StepOutput
-from .purifier import train_purifier
-from .purifier_config import PurifierConfig
+"""Trainers, one sub-package per thing trained: ``classifier`` (adversarial training and its
+guards), ``contrastive`` (ACL pre-training) and ``purifier`` (Alg. 2 and NRP); the run folder
+(``rundir``), resumable state (``state``), optimisers (``optim``) they share."""
+from .classifier import (METHODS, GuardConfig, Method, MethodContext, Run, StepOutput, TrainConfig,
+                         train)
+from .contrastive import (PRETRAIN_METHODS, PretrainConfig, compare_pretraining, finetune,
+                          pretrain)
+from .purifier import PurifierConfig, train_purifier
 from .rundir import RunDir
 from .state import load_state, save_state
-from .trainer import Run, train
 
 __all__ = ["GuardConfig", "METHODS", "Method", "MethodContext", "PRETRAIN_METHODS", "PretrainConfig",
            "PurifierConfig", "Run", "RunDir", "StepOutput", "TrainConfig", "compare_pretraining",

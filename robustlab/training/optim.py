@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import TrainConfig
+from .classifier.config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:

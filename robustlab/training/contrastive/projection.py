@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import register_objective
-from ..attacks.geometry import work_dtype
-from ..errors import ConfigError, InputError
+from ...attacks import register_objective
+from ...attacks.geometry import work_dtype
+from ...errors import ConfigError, InputError
 
 TEMPERATURE = 0.5  # ACL / SimCLR-CIFAR default
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import data as rl_data
-from ..purifiers import Purified
-from ..viz import save_image_rows
+from ... import data as rl_data
+from ...purifiers import Purified
+from ...viz import save_image_rows
 
 _BATCH = 256
 

@@ -16,18 +16,21 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import data as rl_data
-from .. import models as rl_models
-from .._checks import check_eps, check_int, check_positive
-from .._io import file_group, new_dirs, provenance, write_json, write_text
-from .._lock import Lock
-from ..config import to_dict
-from ..errors import ConfigError
-from .config import TrainConfig, check_names
-from .contrastive_finetune import finetune
-from .contrastive_methods import PRETRAIN_METHODS
-from .contrastive_train import PretrainConfig, pretrain
-from .trainer import check_startable, resolve_device, train
+from ... import data as rl_data
+from ... import models as rl_models
+from ..._checks import check_eps, check_int, check_positive
+from ..._io import file_group, new_dirs, provenance, write_json, write_text
+from ..._lock import Lock
+from ...config import to_dict
+from ...errors import ConfigError
+from ...runtime import resolve_device
+from ..checks import check_names
+from ..classifier.config import TrainConfig
+from .finetune import finetune
+from .methods import PRETRAIN_METHODS
+from .config import PretrainConfig
+from .trainer import pretrain
+from ..classifier.trainer import check_startable, train
 
 DEFAULT_EPS = (0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15)
 _SHARED = ("dataset", "model", "width", "model_kwargs", "subset", "val", "seed")
@@ -79,7 +82,7 @@ def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, dat
     dev = resolve_device(device)
     arms = {name: rl_models.load(out / run / "model.safetensors", kind="classifier").to(dev)
             for name, run in named.items()}
-    from ..evaluation import save_sweep, sweep  # the evaluation harness (imports attacks)
+    from ...evaluation import save_sweep, sweep  # the evaluation harness (imports attacks)
 
     test = rl_data.load(fine.dataset, "test", root=data_root)
     settings: dict[str, Any] = {"steps": pgd_steps}

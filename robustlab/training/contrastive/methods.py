@@ -21,10 +21,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..attacks import pgd
-from ..registry import Registry
-from .contrastive import TEMPERATURE, ProjectionModel, nt_xent
-from .contrastive_bn import bn_branch
+from ...attacks import pgd
+from ...registry import Registry
+from .projection import TEMPERATURE, ProjectionModel, nt_xent
+from .dual_bn import bn_branch
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ optimiser. So a run interrupted and resumed ends with the same weights as one th
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,39 +20,24 @@ from typing import Any, Callable, NoReturn, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .. import data as rl_data
-from .. import models as rl_models
-from .._checks import check_finite_module
-from ..distributed import (World, all_reduce_grads, all_sum, all_sum_named, average_buffers,
+from ... import data as rl_data
+from ... import models as rl_models
+from ..._checks import check_finite_module
+from ...distributed import (World, all_reduce_grads, all_sum, all_sum_named, average_buffers,
                            barrier, broadcast_module, device_for, world)
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..evaluation.clean import accuracy
-from .config import TrainConfig, check_names
+from ...errors import CheckpointError, ConfigError, TrainingDiverged
+from ...metrics import accuracy
+from ...runtime import amp_context, epoch_seed, resolve_device
+from ..checks import check_names
+from .config import TrainConfig
 from .guards import build_guards
 from .methods import METHODS, MethodContext, build_method, check_method_args
-from .optim import build_optimizer, lr_factor, set_lr
-from .rundir import RunDir
-from .state import has_state, load_state, save_state
+from ..optim import build_optimizer, lr_factor, set_lr
+from ..rundir import RunDir
+from ..state import has_state, load_state, save_state
 
 log = logging.getLogger(__name__)
 _CHECK_EVERY = 25  # mini-batches between finiteness checks (each check syncs the device)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, epoch, stream)."""
-    return (seed * 1_000_003 + epoch * 9_176 + stream * 7_919 + 12_345) % (2**63 - 1)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def amp_context(amp: str, device: torch.device):
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @dataclass

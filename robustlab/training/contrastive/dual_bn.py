@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 BRANCHES = ("clean", "adv")
 

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import from_dict
-from ..registry import Registry
+from ...config import from_dict
+from ...registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("training method")
 
@@ -77,7 +77,7 @@ def check_method_args(name: str, args: dict[str, Any]) -> None:
     """Before any data is loaded: the method exists, its settings are known and of the right
     type, its eps obeys the one eps rule, and the method's own :meth:`Method.check_args` pass
     (each method checks the rest, such as its source checkpoint's shapes, when it is built)."""
-    from .._checks import check_eps
+    from ..._checks import check_eps
 
     cls = METHODS.get(name)
     a = from_dict(cls.Args, dict(args), where=f"method {name!r}")

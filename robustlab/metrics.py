@@ -1,12 +1,13 @@
-"""Clean predictions over a dataset, batched, in eval mode."""
+"""Accuracy over a dataset: clean predictions, batched, in eval mode (used by the trainers, their
+guards, the purifier monitor and the evaluation harness alike)."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
 
-from .. import data as rl_data
-from .._checks import check_images
+from . import data as rl_data
+from ._checks import check_images
 
 
 @torch.no_grad()

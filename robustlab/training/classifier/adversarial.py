@@ -20,10 +20,10 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from .. import models as rl_models
-from .._checks import check_eps as _check_eps
-from ..attacks import ATTACKS, attack_settings, fast_fgsm, fgsm, pgd, run_attack
-from ..errors import CheckpointError, ConfigError, InputError
+from ... import models as rl_models
+from ..._checks import check_eps as _check_eps
+from ...attacks import ATTACKS, attack_settings, fast_fgsm, fgsm, pgd, run_attack
+from ...errors import CheckpointError, ConfigError, InputError
 from .methods import METHODS, Method, StepOutput
 
 

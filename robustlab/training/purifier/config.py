@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from .._checks import check_eps, check_int, check_positive, is_size
-from ..errors import ConfigError
+from ..._checks import check_eps, check_int, check_positive, is_size
+from ...errors import ConfigError
 
 NRP_PRESET = "NRP"  # the loss preset ``arch="nrp"`` defaults to
 
@@ -97,26 +97,26 @@ class PurifierConfig:
     # ------------------------------------------------------------------ resolved settings
     def preset_name(self) -> str:
         """The loss preset in force (the explicit one, else "NRP" for arch nrp, else "B3")."""
-        from ..purifiers import DEFAULT_LOSS_PRESET
+        from ...purifiers import DEFAULT_LOSS_PRESET
 
         if self.preset is not None:
             return self.preset
         return NRP_PRESET if self.arch == "nrp" else DEFAULT_LOSS_PRESET
 
     def _preset(self):
-        from ..purifiers import LOSS_PRESETS
+        from ...purifiers import LOSS_PRESETS
 
         return LOSS_PRESETS.get(self.preset_name())  # UnknownNameError lists the presets
 
     def generator_name(self) -> str:
-        from ..purifiers import PURIFIERS
+        from ...purifiers import PURIFIERS
 
         name = self.arch or self._preset().generator
         PURIFIERS.get(name)
         return name
 
     def critic_name(self) -> str:
-        from ..purifiers import CRITICS
+        from ...purifiers import CRITICS
 
         name = self.critic or self._preset().critic
         CRITICS.get(name)
@@ -124,7 +124,7 @@ class PurifierConfig:
 
     def loss_weights(self):
         """The :class:`LossWeights` in force: ``weights`` if given, else the preset's."""
-        from ..purifiers import LossWeights
+        from ...purifiers import LossWeights
 
         if self.weights is None:
             return self._preset().weights

@@ -27,19 +27,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import data as rl_data
-from .. import models as rl_models
-from .._checks import check_finite_module
-from ..distributed import require_single_process
-from ..errors import TrainingDiverged
-from .purifier_config import PurifierConfig
-from .purifier_monitor import Monitor, first_images, held_out
-from .purifier_setup import (augmenter, build_gan, check_channels, check_defended,
+from ... import data as rl_data
+from ... import models as rl_models
+from ..._checks import check_finite_module
+from ...distributed import require_single_process
+from ...errors import TrainingDiverged
+from ...runtime import amp_context, epoch_seed, resolve_device
+from .config import PurifierConfig
+from .monitor import Monitor, first_images, held_out
+from .setup import (augmenter, build_gan, check_channels, check_defended,
                              check_purifier_shape, check_sizes, load_frozen, training_data)
-from .purifier_steps import GanParts, make_attack, train_step
-from .rundir import RunDir
-from .state import save_state
-from .trainer import amp_context, epoch_seed, resolve_device
+from .steps import GanParts, make_attack, train_step
+from ..rundir import RunDir
+from ..state import save_state
 
 log = logging.getLogger(__name__)
 _VAL_STREAM, _INIT_STREAM, _GLOBAL_STREAM = 3, 2, 1  # epoch_seed streams

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import models as rl_models
-from ..data import dataset_info
-from ..errors import CheckpointError
-from .config import TrainConfig
-from .trainer import train
+from ... import models as rl_models
+from ...data import dataset_info
+from ...errors import CheckpointError
+from ..classifier.config import TrainConfig
+from ..classifier.trainer import train
 
 
 _NOT_STRUCTURAL = ("mean", "std", "pretrained")  # options that do not change the weights' shapes

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from .. import data as rl_data
-from .. import models as rl_models
-from ..attacks import fgsm, pgd
-from ..attacks.mode import frozen_eval
-from ..distributed import world
+from ... import data as rl_data
+from ... import models as rl_models
+from ...attacks import fgsm, pgd
+from ...attacks.mode import frozen_eval
+from ...distributed import world
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import feature_distortion
-from ..errors import TrainingDiverged
-from ..purifiers import LossWeights, cgan_d_loss, generator_loss
+from ...attacks import feature_distortion
+from ...errors import TrainingDiverged
+from ...purifiers import LossWeights, cgan_d_loss, generator_loss
 
 
 @dataclass

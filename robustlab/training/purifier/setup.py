@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import data as rl_data
-from .. import models as rl_models
-from .._checks import check_images
-from ..data.geometry import random_hflip
-from ..errors import CheckpointError, ConfigError, InputError
-from ..purifiers import CRITICS, PURIFIERS, Purified, create_critic, create_purifier
-from ..purifiers._layers import min_map_input
-from .purifier_config import PurifierConfig
+from ... import data as rl_data
+from ... import models as rl_models
+from ..._checks import check_images
+from ...data.geometry import random_hflip
+from ...errors import CheckpointError, ConfigError, InputError
+from ...purifiers import CRITICS, PURIFIERS, Purified, create_critic, create_purifier
+from ...purifiers._layers import min_map_input
+from .config import PurifierConfig
 
 
 def load_frozen(path: str, device: torch.device, what: str) -> nn.Module:

@@ -1,0 +1,84 @@
+"""Contrastive pre-training's configuration (one frozen dataclass, checked on construction)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from ..._checks import check_eps, check_int, check_positive, is_size
+from ...config import from_dict
+from ...errors import ConfigError
+from ..checks import check_model_kwargs
+from .methods import PRETRAIN_METHODS
+from .projection import TEMPERATURE
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that decides the encoder a pre-training run ends with (saved as ``config.json``).
+
+    ACL (Jiang et al. 2020): NT-Xent temperature 0.5, 128-d projection, PGD on NT-Xent with eps
+    8/255, step 2/255, 5 steps; the seed report pre-trains for 10 epochs. Optimiser fields mean what
+    they mean in :class:`TrainConfig`. ``val`` is held out exactly as the classifier trainer does
+    (same seed), so pre-training never sees the images fine-tuning validates on.
+    """
+
+    dataset: str
+    model: str
+    method: str = "a2s"
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: Optional[float] = None
+    width: float = 1.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset: Optional[Union[int, float]] = None
+    val: Union[int, float] = 0.1
+    augment: Optional[str] = None          # None: "simclr", or "simclr-signs" for no-flip data
+    temperature: float = TEMPERATURE
+    proj_dim: int = 128
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 5
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+    def __post_init__(self) -> None:
+        PRETRAIN_METHODS.get(self.method)  # unknown names fail here, listing the known ones
+        check_int("epochs", self.epochs)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 2:
+            raise ConfigError(f"batch_size must be an integer >= 2 for contrastive pre-training "
+                              f"(NT-Xent uses the other images of the batch as negatives), got "
+                              f"{self.batch_size!r}; SimCLR/ACL use 256-512")
+        for name in ("lr", "gamma", "width", "temperature", "step_size"):
+            check_positive(name, getattr(self, name))
+        check_eps(self.eps, positive=True)
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_int("proj_dim", self.proj_dim)
+        check_int("steps", self.steps)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the run in (0, 1), got "
+                              f"{self.milestones}")
+        if self.subset is not None and not is_size(self.subset):
+            raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got "
+                              f"{self.subset!r}")
+        if self.val != 0 and not is_size(self.val):
+            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got "
+                              f"{self.val!r}")
+        check_int("seed", self.seed, 0)
+        check_model_kwargs(self.model_kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
+        return from_dict(cls, data, where="pre-training config")
