@@ -17,6 +17,9 @@ from typing import Any
 
 _SUBMODULES = ("data", "models", "attacks", "purifiers", "training", "evaluation", "distributed",
                "viz")
+# packages that register kinds of checkpoint besides models' "classifier" (robustlab.models.kinds
+# imports them when a checkpoint of a kind not registered yet is loaded)
+KIND_PACKAGES = ("purifiers",)
 
 
 def __getattr__(name: str) -> Any:

@@ -157,10 +157,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """The JSON form of what json cannot write itself: numpy/torch scalars, paths, sets, tuples."""
     if hasattr(obj, "item"):  # numpy / torch scalars
         return obj.item()
     if isinstance(obj, Path):

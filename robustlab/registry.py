@@ -47,8 +47,9 @@ class Registry(Generic[T]):
     def help(self, name: str) -> str:
         return self._help.get(name, "")
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, *, registered_order: bool = False) -> list[str]:
+        """The names, sorted (or in the order they were registered)."""
+        return list(self._items) if registered_order else sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

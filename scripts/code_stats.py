@@ -1,7 +1,7 @@
 """Print the size of each package of robustlab and its longest functions.
 
     python scripts/code_stats.py [--top 15] [--root robustlab]
-    python scripts/code_stats.py --trace -- train --dataset fashion-mnist ...
+    python scripts/code_stats.py --trace train --dataset fashion-mnist ...
 
 Lines are physical lines of the .py files; a function's length runs from its
 ``def`` line to its last line, decorators and docstring included. ``--trace``
@@ -37,17 +37,32 @@ def longest_functions(root: Path, top: int) -> list[tuple[int, str]]:
 
 
 def trace(argv: list[str]) -> None:
-    """Run ``robustlab ARGV`` and print each robustlab file at its first call."""
+    """Run ``robustlab ARGV``; print each robustlab file at the first call of one of its functions
+    at run time (code run while a module is being imported, such as registrations, is not
+    counted), then the robustlab modules imported."""
+    import inspect
+
     from robustlab.cli import main as cli_main
 
-    package = str(Path(__import__("robustlab").__file__).parent)
-    seen: dict[str, None] = {}
+    package = Path(__import__("robustlab").__file__).parent
+    prefix = str(package)
+    called: dict[str, None] = {}
+
+    here = sys._getframe()
+
+    def importing(frame) -> bool:
+        while frame is not None and frame is not here:
+            if frame.f_code.co_name == "<module>":
+                return True
+            frame = frame.f_back
+        return False
 
     def profile(frame, event, arg):
-        if event == "call":
-            name = frame.f_code.co_filename
-            if name.startswith(package) and name not in seen:
-                seen[name] = None
+        code = frame.f_code
+        if (event == "call" and code.co_filename.startswith(prefix)
+                and code.co_filename not in called and code.co_flags & inspect.CO_OPTIMIZED
+                and not importing(frame.f_back)):
+            called[code.co_filename] = None
 
     sys.setprofile(profile)
     try:
@@ -56,20 +71,24 @@ def trace(argv: list[str]) -> None:
         pass
     finally:
         sys.setprofile(None)
-    for name in seen:
-        print(Path(name).relative_to(Path(package).parent))
+    print(f"files whose functions run ({len(called)}), in order of first call:")
+    for name in called:
+        print(" ", Path(name).relative_to(package.parent))
+    imported = sorted(m for m in sys.modules if m == "robustlab" or m.startswith("robustlab."))
+    print(f"modules imported ({len(imported)})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="robustlab")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--trace", nargs=argparse.REMAINDER,
-                        help="a robustlab command line to run and trace (after --)")
-    args = parser.parse_args()
-    if args.trace is not None:
-        trace(args.trace[1:] if args.trace[:1] == ["--"] else args.trace)
+    parser.add_argument("--trace", metavar="COMMAND ...",
+                        help="run and trace the robustlab command line that follows")
+    argv = sys.argv[1:]
+    if "--trace" in argv:  # everything after it is the command's own line
+        trace(argv[argv.index("--trace") + 1:])
         return
+    args = parser.parse_args(argv)
     root = Path(args.root)
     rows = package_sizes(root)
     print(f"{'package':32} {'files':>5} {'lines':>6}")

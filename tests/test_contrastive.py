@@ -8,8 +8,8 @@ import torch
 from robustlab import models
 from robustlab.attacks import OBJECTIVES
 from robustlab.errors import ConfigError, InputError
-from robustlab.training.contrastive.projection import (ProjectionModel, contrastive_preset, make_nt_xent,
-                                            nt_xent, nt_xent_per_anchor)
+from robustlab.attacks.objectives import make_nt_xent, nt_xent, nt_xent_per_anchor
+from robustlab.training.contrastive.projection import ProjectionModel, contrastive_preset
 from robustlab.training.contrastive.dual_bn import (DualBatchNorm, branch_state_dict, bn_branch,
                                                convert_dual_bn, export_branch)
 from robustlab.training.contrastive.methods import ContrastiveAttack, attack_views
@@ -148,3 +148,13 @@ def test_contrastive_preset_is_dataset_aware():
     assert contrastive_preset(D()) == "simclr"
     D.flip_ok = False
     assert contrastive_preset(D()) == "simclr-signs"
+
+
+def test_nt_xent_objective_is_registered_with_the_attacks_alone():
+    # the objective lives with the others: importing the attacks (not the trainers) registers it
+    import subprocess
+    import sys
+
+    code = "from robustlab.attacks import OBJECTIVES; print(' '.join(OBJECTIVES.names()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "nt-xent" in out.stdout.split()

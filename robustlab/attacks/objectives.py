@@ -7,9 +7,9 @@ logits for "kl", clean features for "feature"); the engine then calls ``loss_fn`
 Classifier objectives return a :class:`LogitObjective`, which also exposes the logits so the engine
 can read predictions (early stop, picking the restart that fools). A third party registers more::
 
-    @register_objective("nt-xent", needs_labels=False, help="contrastive loss (ACL)")
-    def make_nt_xent(model, x, y, *, x_pair, temperature=0.5): ...
-    pgd(model, x, None, ..., objective="nt-xent", objective_kwargs={"x_pair": x2})
+    @register_objective("my-loss", needs_labels=False, help="what it measures")
+    def make_my_loss(model, x, y, *, weight=1.0): ...
+    pgd(model, x, None, ..., objective="my-loss", objective_kwargs={"weight": 2.0})
 
 (a plain ``OBJECTIVES.register(name)`` works too; such objectives count as label-free).
 """
@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..registry import Registry
 from .geometry import work_dtype
 
 Objective = Callable[[Tensor], Tensor]
 OBJECTIVES: Registry = Registry("objective")
+TEMPERATURE = 0.5  # NT-Xent's temperature in ACL / SimCLR-CIFAR
 
 
 def register_objective(name: str, *, needs_labels: bool, on_logits: bool = False,
@@ -150,6 +151,85 @@ def make_feature(model: Callable, x: Tensor, y: Tensor | None = None) -> Objecti
         return torch.linalg.vector_norm(diff, ord=2, dim=1)
 
     return loss
+
+
+def nt_xent_per_anchor(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+    """NT-Xent (normalised temperature-scaled cross-entropy) of every anchor (Chen et al. 2020).
+
+    With z = normalise(cat(z1, z2)) (2N rows) and s_ik = z_i . z_k / temperature, anchor i's
+    positive is its other view p(i) = i +- N and its negatives are the other 2N - 2 rows:
+    ``l_i = -s_ip(i) + log sum_{k != i} exp(s_ik)``.
+
+    Args:
+        z1, z2: (N, D) projections of the first and second views (row i of both: the same image).
+        temperature: tau > 0.
+    Returns:
+        (2N,) per-anchor losses, in float32 (or wider): rows 0..N-1 anchor on view 1, N..2N-1 on
+        view 2.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise InputError(f"NT-Xent needs two (N, D) projections of the same shape, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    if n < 2:
+        raise InputError(f"NT-Xent needs at least 2 images per batch (the other images of the "
+                         f"batch are the negatives), got a batch of {n}; use a batch size >= 2 "
+                         "(SimCLR/ACL use 256-512)")
+    if not temperature > 0:
+        raise ConfigError(f"the NT-Xent temperature must be > 0, got {temperature!r}")
+    z = torch.cat([z1, z2]).to(work_dtype(z1.dtype))
+    z = F.normalize(z, dim=1)
+    sim = z @ z.t() / temperature  # (2N, 2N)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # (2N,)
+    return torch.logsumexp(sim, dim=1) - sim[torch.arange(2 * n, device=z.device), pos]
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+    """The SimCLR loss: the mean of :func:`nt_xent_per_anchor` over the 2N anchors (0-d tensor)."""
+    return nt_xent_per_anchor(z1, z2, temperature).mean()
+
+
+@register_objective("nt-xent", needs_labels=False,
+                    help="NT-Xent between two augmented views (ACL contrastive attack, Jiang et "
+                         "al. 2020); label-free")
+def make_nt_xent(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *,
+                 x_pair: Tensor | None = None, temperature: float = TEMPERATURE) -> Callable:
+    """The contrastive attack's objective for the PGD engine (ACL, Jiang et al. 2020).
+
+    Args:
+        model: maps (B, C, H, W) images in [0, 1] to (B, D) projections (encoder + projection head).
+        x: without ``x_pair``: the two views stacked, (2N, C, H, W) = cat(view1, view2), both
+            attacked (A2A). With ``x_pair``: the N images of the attacked view (A2S).
+        y: ignored (label-free).
+        x_pair: (N, C, H, W) clean second view, kept fixed; its projections are computed once here.
+        temperature: the NT-Xent temperature.
+    Returns:
+        ``loss(x_adv) -> per-sample losses``: (2N,) per anchor for A2A; for A2S (N,), the losses of
+        the two anchors of each pair added, so their sum is the batch's total NT-Xent.
+    """
+    if x_pair is None:
+        if x.shape[0] % 2:
+            raise InputError(f"the nt-xent objective without x_pair needs the two views stacked "
+                             f"(an even batch of 2N images), got {x.shape[0]}")
+
+        def both(x_adv: Tensor) -> Tensor:
+            z = model(x_adv)
+            half = z.shape[0] // 2
+            return nt_xent_per_anchor(z[:half], z[half:], temperature)
+        return both
+    if x_pair.shape != x.shape:
+        raise InputError(f"x_pair must have the shape of x, got {tuple(x_pair.shape)} and "
+                         f"{tuple(x.shape)}")
+    with torch.no_grad():
+        z_pair = model(x_pair.to(x.dtype)).detach()  # (N, D), fixed during the attack
+
+    def one(x_adv: Tensor) -> Tensor:
+        per = nt_xent_per_anchor(model(x_adv), z_pair.to(x_adv.device), temperature)
+        half = per.shape[0] // 2
+        return per[:half] + per[half:]
+    return one
 
 
 def objective_kwargs_error(make: Callable, kwargs: dict[str, Any]) -> str | None:

@@ -17,7 +17,6 @@ with NaN or infinite values are refused both by ``save`` and by ``load`` (a dive
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .._checks import nonfinite_tensors
-from .._io import _json_default, atomic_path, provenance, sha256_file, write_json
+from .._io import atomic_path, json_default, provenance, sha256_file, write_json
 from ..errors import CheckpointError, ConfigError, RobustlabError
-from .factory import MODELS, attach_spec, create
+from .factory import MODELS, create
+from .kinds import MODULE_KINDS, kind_names, module_kind, register_kind
 
 FORMAT = "robustlab-checkpoint"
 FORMAT_VERSION = 1
-# kind -> (module, registry attribute); classifiers are built with create()
-_REGISTRIES = {"purifier": ("robustlab.purifiers", "PURIFIERS"),
-               "critic": ("robustlab.purifiers", "CRITICS")}
-KINDS = ("classifier", *_REGISTRIES)
-# what to do with a checkpoint of this kind when another kind was asked for
-_KIND_HINTS = {"classifier": "pass it as --model (or --source / --extractor)",
-               "purifier": "pass it as --purifier",
-               "critic": "a critic only serves while training a purifier; pass that run's "
-                         "purifier.safetensors as --purifier"}
 # what absurd sidecar arguments raise while building on the meta device (e.g. an overflowing size)
 _BUILD_ERRORS = (RobustlabError, TypeError, ValueError, RuntimeError, OverflowError)
 
@@ -87,7 +78,7 @@ def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
                               "robustlab.models.create() (or call "
                               "robustlab.models.attach_spec on it)")
     try:
-        meta = json.loads(json.dumps(meta, default=_json_default))
+        meta = json.loads(json.dumps(meta, default=json_default))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
     tensors = {}
@@ -158,11 +149,13 @@ def _names(keys: list[str], limit: int = 6) -> str:
 def _check_kind(doc: dict[str, Any], kind: str | None, weights: Path) -> None:
     if kind is None:
         return
-    if kind not in KINDS:
-        raise ConfigError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
+    known = kind_names()
+    if kind not in known:
+        raise ConfigError(f"kind must be one of {', '.join(known)} or None, got {kind!r}")
     have = doc["kind"]
     if have != kind:
-        hint = _KIND_HINTS.get(have, f"known kinds: {', '.join(KINDS)}")
+        hint = (MODULE_KINDS.get(have).hint if have in MODULE_KINDS
+                else f"known kinds: {', '.join(known)}")
         raise CheckpointError(f"{weights} is a {have} checkpoint, not a {kind}; {hint}")
 
 
@@ -198,26 +191,16 @@ def _build(doc: dict[str, Any], sidecar: Path, meta_for: int | None = None) -> n
     kind, name, kwargs = doc["kind"], doc["name"], dict(doc["kwargs"])
     if "pretrained" in kwargs:
         kwargs["pretrained"] = False  # the weights come from the file, never from a download
-    if kind == "classifier":
-        registry: Any = MODELS
-    elif kind in _REGISTRIES:
-        module_name, attr = _REGISTRIES[kind]
-        try:
-            registry = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise CheckpointError(f"{sidecar} holds a {kind}, but {module_name}.{attr} is not "
-                                  f"available in this robustlab: {exc}") from None
-    else:
+    if kind not in kind_names():
         raise CheckpointError(f"{sidecar} holds an unknown kind of module {kind!r}; "
-                              f"known kinds: {', '.join(KINDS)}")
-    if name not in registry:
+                              f"known kinds: {', '.join(kind_names())}")
+    entry = module_kind(kind)
+    if name not in entry.architectures:
         raise CheckpointError(f"{sidecar} holds an unknown architecture: "
-                              f"{registry.unknown_message(name)}")
+                              f"{entry.architectures.unknown_message(name)}")
     try:
         with contextlib.nullcontext() if meta_for is None else _on_meta(meta_for):
-            if kind == "classifier":
-                return create(name, **kwargs)
-            return attach_spec(registry.get(name)(**kwargs), kind, name, kwargs)
+            return entry.build(name, **kwargs)
     except _BUILD_ERRORS as exc:
         why = str(exc) if isinstance(exc, RobustlabError) else f"{type(exc).__name__}: {exc}"
         raise CheckpointError(f"cannot rebuild {kind} {name!r} from {sidecar} with arguments "
@@ -330,3 +313,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", *,
     model.eval()
     model.robustlab_meta = doc
     return model
+
+
+register_kind("classifier", MODELS, create,
+              hint="pass it as --model (or --source / --extractor)")

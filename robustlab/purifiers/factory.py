@@ -7,6 +7,9 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.factory import attach_spec
+from ..models.kinds import register_kind
+from ._layers import min_map_input
 from ._registries import CRITICS, PURIFIERS
 
 
@@ -28,8 +31,6 @@ def _create(kind: str, registry, name: str, kwargs: dict[str, Any]) -> nn.Module
     factory = registry.get(name)  # UnknownNameError lists the known names
     # The factory validates its arguments (ConfigError), so a loader calling it directly does too.
     resolved = _resolve(kind, name, factory, kwargs)
-    from ..models import attach_spec  # lazy: robustlab.models may import this package
-
     return attach_spec(factory(**resolved), kind, name, resolved)
 
 
@@ -69,3 +70,34 @@ def create_critic(name: str, in_channels: int = 3, *, width: float = 1.0, image_
     """
     kwargs = dict(in_channels=in_channels, width=width, image_size=image_size, **kw)
     return _create("critic", CRITICS, name, kwargs)
+
+
+def size_multiple(arch: str) -> int:
+    """The purifier ``arch`` takes square images whose side is a multiple of this."""
+    return int(getattr(PURIFIERS.get(arch), "size_multiple", 1))
+
+
+def critic_min_size(critic: str) -> int:
+    """The smallest image side for which the critic's patch map is not empty."""
+    geometry = getattr(CRITICS.get(critic), "geometry", None)
+    return min_map_input(geometry) if geometry else 1
+
+
+def working_sizes(arch: str, critic: str, count: int = 4) -> list[int]:
+    """The ``count`` smallest square image sizes that both ``arch`` and ``critic`` accept."""
+    multiple, smallest = size_multiple(arch), critic_min_size(critic)
+    first = -(-smallest // multiple) * multiple
+    return [first + i * multiple for i in range(count)]
+
+
+def _rebuild(kind: str, registry) -> Callable[..., nn.Module]:
+    """How a checkpoint of ``kind`` is rebuilt: the factory with the sidecar's arguments."""
+    def build(name: str, **kwargs: Any) -> nn.Module:
+        return _create(kind, registry, name, kwargs)
+    return build
+
+
+register_kind("purifier", PURIFIERS, _rebuild("purifier", PURIFIERS), hint="pass it as --purifier")
+register_kind("critic", CRITICS, _rebuild("critic", CRITICS),
+              hint="a critic only serves while training a purifier; pass that run's "
+                   "purifier.safetensors as --purifier")

@@ -9,7 +9,7 @@ from ...config import from_dict
 from ...errors import ConfigError
 from ..checks import check_model_kwargs
 from .methods import PRETRAIN_METHODS
-from .projection import TEMPERATURE
+from ...attacks.objectives import TEMPERATURE
 
 
 @dataclass(frozen=True)

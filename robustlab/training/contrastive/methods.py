@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from ...attacks import pgd
+from ...attacks.objectives import TEMPERATURE, nt_xent
 from ...registry import Registry
-from .projection import TEMPERATURE, ProjectionModel, nt_xent
 from .dual_bn import bn_branch
+from .projection import ProjectionModel
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""Contrastive pre-training blocks: the NT-Xent loss, its PGD objective, the projection model.
+"""The projection model of contrastive pre-training, and its augmentation preset.
 
 SimCLR (Chen et al. 2020) learns by making two augmented views of an image agree in a projection
 space; ACL (Jiang et al. 2020) makes the views adversarial by running PGD on that same NT-Xent loss.
-The attack is the one PGD engine (:func:`robustlab.attacks.pgd`) with the ``"nt-xent"`` objective
-registered here::
+The loss and the attack's ``"nt-xent"`` objective live with the other objectives in
+:mod:`robustlab.attacks.objectives`; the attack is the one PGD engine::
 
     x_adv = pgd(net, torch.cat([v1, v2]), None, eps=8/255, step_size=2/255, steps=5,
                 objective="nt-xent")                                   # A2A: both views
@@ -13,96 +13,9 @@ Labels are never used: the objective is label-free and the pre-training loop nev
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...attacks import register_objective
-from ...attacks.geometry import work_dtype
-from ...errors import ConfigError, InputError
-
-TEMPERATURE = 0.5  # ACL / SimCLR-CIFAR default
-
-
-def nt_xent_per_anchor(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
-    """NT-Xent (normalised temperature-scaled cross-entropy) of every anchor (Chen et al. 2020).
-
-    With z = normalise(cat(z1, z2)) (2N rows) and s_ik = z_i . z_k / temperature, anchor i's
-    positive is its other view p(i) = i +- N and its negatives are the other 2N - 2 rows:
-    ``l_i = -s_ip(i) + log sum_{k != i} exp(s_ik)``.
-
-    Args:
-        z1, z2: (N, D) projections of the first and second views (row i of both: the same image).
-        temperature: tau > 0.
-    Returns:
-        (2N,) per-anchor losses, in float32 (or wider): rows 0..N-1 anchor on view 1, N..2N-1 on
-        view 2.
-    """
-    if z1.dim() != 2 or z1.shape != z2.shape:
-        raise InputError(f"NT-Xent needs two (N, D) projections of the same shape, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    n = z1.shape[0]
-    if n < 2:
-        raise InputError(f"NT-Xent needs at least 2 images per batch (the other images of the "
-                         f"batch are the negatives), got a batch of {n}; use a batch size >= 2 "
-                         "(SimCLR/ACL use 256-512)")
-    if not temperature > 0:
-        raise ConfigError(f"the NT-Xent temperature must be > 0, got {temperature!r}")
-    z = torch.cat([z1, z2]).to(work_dtype(z1.dtype))
-    z = F.normalize(z, dim=1)
-    sim = z @ z.t() / temperature  # (2N, 2N)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
-    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # (2N,)
-    return torch.logsumexp(sim, dim=1) - sim[torch.arange(2 * n, device=z.device), pos]
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE) -> Tensor:
-    """The SimCLR loss: the mean of :func:`nt_xent_per_anchor` over the 2N anchors (0-d tensor)."""
-    return nt_xent_per_anchor(z1, z2, temperature).mean()
-
-
-@register_objective("nt-xent", needs_labels=False,
-                    help="NT-Xent between two augmented views (ACL contrastive attack, Jiang et "
-                         "al. 2020); label-free")
-def make_nt_xent(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *,
-                 x_pair: Tensor | None = None, temperature: float = TEMPERATURE) -> Callable:
-    """The contrastive attack's objective for the PGD engine (ACL, Jiang et al. 2020).
-
-    Args:
-        model: maps (B, C, H, W) images in [0, 1] to (B, D) projections (encoder + projection head).
-        x: without ``x_pair``: the two views stacked, (2N, C, H, W) = cat(view1, view2), both
-            attacked (A2A). With ``x_pair``: the N images of the attacked view (A2S).
-        y: ignored (label-free).
-        x_pair: (N, C, H, W) clean second view, kept fixed; its projections are computed once here.
-        temperature: the NT-Xent temperature.
-    Returns:
-        ``loss(x_adv) -> per-sample losses``: (2N,) per anchor for A2A; for A2S (N,), the losses of
-        the two anchors of each pair added, so their sum is the batch's total NT-Xent.
-    """
-    if x_pair is None:
-        if x.shape[0] % 2:
-            raise InputError(f"the nt-xent objective without x_pair needs the two views stacked "
-                             f"(an even batch of 2N images), got {x.shape[0]}")
-
-        def both(x_adv: Tensor) -> Tensor:
-            z = model(x_adv)
-            half = z.shape[0] // 2
-            return nt_xent_per_anchor(z[:half], z[half:], temperature)
-        return both
-    if x_pair.shape != x.shape:
-        raise InputError(f"x_pair must have the shape of x, got {tuple(x_pair.shape)} and "
-                         f"{tuple(x.shape)}")
-    with torch.no_grad():
-        z_pair = model(x_pair.to(x.dtype)).detach()  # (N, D), fixed during the attack
-
-    def one(x_adv: Tensor) -> Tensor:
-        per = nt_xent_per_anchor(model(x_adv), z_pair.to(x_adv.device), temperature)
-        half = per.shape[0] // 2
-        return per[:half] + per[half:]
-    return one
+from ...errors import ConfigError
 
 
 def final_linear(model: nn.Module) -> nn.Linear:

@@ -12,8 +12,8 @@ from ... import models as rl_models
 from ..._checks import check_images
 from ...data.geometry import random_hflip
 from ...errors import CheckpointError, ConfigError, InputError
-from ...purifiers import CRITICS, PURIFIERS, Purified, create_critic, create_purifier
-from ...purifiers._layers import min_map_input
+from ...purifiers import (CRITICS, Purified, create_critic, create_purifier, critic_min_size,
+                          size_multiple, working_sizes)
 from .config import PurifierConfig
 
 
@@ -37,34 +37,18 @@ def check_channels(model: nn.Module, path: str, ds, what: str) -> None:
                          f"a {what} trained on {ds.name}")
 
 
-def _size_multiple(arch: str) -> int:
-    return int(getattr(PURIFIERS.get(arch), "size_multiple", 1))
-
-
-def _critic_min(critic: str) -> int:
-    geometry = getattr(CRITICS.get(critic), "geometry", None)
-    return min_map_input(geometry) if geometry else 1
-
-
-def working_sizes(arch: str, critic: str, count: int = 4) -> list[int]:
-    """The smallest square image sizes that both ``arch`` and ``critic`` accept."""
-    multiple, smallest = _size_multiple(arch), _critic_min(critic)
-    first = -(-smallest // multiple) * multiple
-    return [first + i * multiple for i in range(count)]
-
-
 def check_sizes(cfg: PurifierConfig, size: int) -> None:
     """Refuse a generator or critic that cannot take ``size`` x ``size`` images, saying which
     sizes work (and which critics fit this size)."""
     arch, critic = cfg.generator_name(), cfg.critic_name()
-    multiple, smallest = _size_multiple(arch), _critic_min(critic)
+    multiple, smallest = size_multiple(arch), critic_min_size(critic)
     if size % multiple == 0 and size >= smallest:
         return
     sizes = ", ".join(map(str, working_sizes(arch, critic)))
     why = (f"the purifier {arch!r} needs sides that are multiples of {multiple}"
            if size % multiple else f"the critic {critic!r} needs images of at least "
            f"{smallest}x{smallest} (its patch map would be empty)")
-    fits = [c for c in CRITICS.names() if _critic_min(c) <= size]
+    fits = [c for c in CRITICS.names() if critic_min_size(c) <= size]
     hint = f"; critics that fit {size}x{size}: {', '.join(fits)}" if fits and size % multiple == 0 else ""
     raise ConfigError(f"{arch} + {critic} cannot train on {size}x{size} images: {why}. Sizes "
                       f"that work: {sizes}, ... (set image_size){hint}")
