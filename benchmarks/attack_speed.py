@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks import frozen_eval, pgd
+from robustlab.runtime import amp_dtype
 
-AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_NAMES = ("none", "bf16", "fp16")
 
 
 def build_model(name: str, width: float, num_classes: int = 10) -> tuple[nn.Module, str]:
@@ -152,7 +153,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (1 = full)")
-    ap.add_argument("--amp", choices=sorted(AMP), default="none")
+    ap.add_argument("--amp", choices=AMP_NAMES, default="none")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
@@ -168,7 +169,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    device, amp = torch.device(args.device), AMP[args.amp]
+    device, amp = torch.device(args.device), amp_dtype(args.amp)
     torch.manual_seed(args.seed)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     if args.checkpoint:  # a trained model on its own test split

@@ -95,7 +95,7 @@ def main() -> None:
     for pkg, n, lines in rows:
         print(f"{pkg:32} {n:5d} {lines:6d}")
     print(f"{'total':32} {sum(r[1] for r in rows):5d} {sum(r[2] for r in rows):6d}")
-    print(f"\nlongest functions (lines)")
+    print("\nlongest functions (lines)")
     for length, where in longest_functions(root, args.top):
         print(f"{length:4d}  {where}")
 

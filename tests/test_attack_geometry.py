@@ -104,3 +104,26 @@ def test_l2_ball_volume_radius_law():
     s = random_start(x, 0.4, "l2", torch.Generator().manual_seed(5)) - x
     assert abs(s.abs().mean().item() - 0.2) < 0.01
     assert math.isclose(float(s.abs().max()), 0.4, abs_tol=0.01)
+
+
+def test_default_step_is_one_table_read_by_the_attacks(monkeypatch):
+    from robustlab.attacks import (ATTACKS, DEFAULT_STEP, describe, effective_settings,
+                                   run_attack)
+    from robustlab.defaults import default_step, step_text
+
+    assert default_step("pgd", 8 / 255) == 2 / 255 and default_step("fast-fgsm", 0.1) == 0.125
+    assert default_step("feature-distortion", 16 / 255) == 2 / 255
+    assert [step_text(a) for a in ("pgd", "fast-fgsm", "feature-distortion", "fgsm")] == [
+        "eps/4", "1.25 eps", "eps/8", "eps"]
+    for name in ("pgd", "fast-fgsm", "feature-distortion"):
+        assert step_text(name) in ATTACKS.help(name)
+        assert step_text(name) in dict((k, h) for k, _, h in describe(name))["step_size"]
+        assert effective_settings(name, eps=0.1)["step_size"] == default_step(name, 0.1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.rand(4, 3, 2, 2, generator=torch.Generator().manual_seed(0)), torch.arange(4) % 3
+    for name in ("pgd", "fast-fgsm"):
+        monkeypatch.setitem(DEFAULT_STEP, name, 0.5)
+        assert effective_settings(name, eps=0.1)["step_size"] == 0.05
+        by_default = run_attack(name, model, x, y, eps=0.1, seed=0)
+        assert torch.equal(by_default, run_attack(name, model, x, y, eps=0.1, step_size=0.05,
+                                                  seed=0))

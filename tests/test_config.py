@@ -3,7 +3,7 @@ import math
 import pytest
 
 from robustlab.config import from_dict, to_dict
-from robustlab.errors import ConfigError
+from robustlab.errors import ConfigError, UnknownNameError
 from robustlab.training import TrainConfig
 from robustlab.training.optim import lr_factor
 
@@ -74,3 +74,59 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
     assert not list(tmp_path.glob(".r.json.*"))  # no temporary file left behind
+
+
+def test_method_args_typo_fails_when_the_config_is_built():
+    with pytest.raises(ConfigError, match=r"'betta'.*valid:.*\bbeta\b"):
+        TrainConfig(dataset="synthetic", model="small-cnn", method="trades",
+                    method_args={"betta": 6})
+    with pytest.raises(ConfigError, match=r"'betta'.*valid:.*\bbeta\b"):
+        from_dict(TrainConfig, {"dataset": "d", "model": "m", "method": "trades",
+                                "method_args": {"betta": 6}})
+    cfg = TrainConfig(dataset="d", model="m", method="standard")
+    with pytest.raises(ConfigError, match="'beta'"):  # replace() checks again
+        cfg.replace(method_args={"beta": 6.0})
+    with pytest.raises(UnknownNameError, match="unknown training method 'nope'.*standard"):
+        TrainConfig(dataset="d", model="m", method="nope")
+
+
+@pytest.mark.parametrize("method,args,msg", [
+    ("trades", {"steps": "ten"}, r"method 'trades'\.steps must be an integer"),
+    ("pgd", {"eps": 0}, "eps 0 is standard training; use --method standard"),
+    ("pgd", {"eps": 8}, "did you mean 8/255"),
+    ("transfer-adv", {}, "pass --source"),
+    ("pgd", None, "must be a mapping"),
+])
+def test_method_args_are_checked_against_the_methods_args(method, args, msg):
+    with pytest.raises(ConfigError, match=msg):
+        TrainConfig(dataset="d", model="m", method=method, method_args=args)
+
+
+def test_method_args_stay_the_mapping_given_in_config_json():
+    args = {"eps": 8 / 255, "steps": 3}
+    cfg = TrainConfig(dataset="d", model="m", method="pgd", method_args=args)
+    assert to_dict(cfg)["method_args"] == args and from_dict(TrainConfig, to_dict(cfg)) == cfg
+
+
+def test_trainers_take_their_default_step_from_the_one_table(monkeypatch):
+    import torch
+
+    from robustlab.defaults import DEFAULT_STEP
+    from robustlab.training import PurifierConfig
+    from robustlab.training.classifier import adversarial
+
+    pur = PurifierConfig(dataset="synthetic", extractor="x.safetensors", eps=0.08)
+    assert pur.attack_step() == 0.08 / 8 and pur.replace(step_size=0.02).attack_step() == 0.02
+    monkeypatch.setitem(DEFAULT_STEP, "feature-distortion", 0.5)
+    monkeypatch.setitem(DEFAULT_STEP, "pgd", 0.5)
+    assert pur.attack_step() == 0.04
+    seen = {}
+
+    def fake_pgd(model, x, y, **kw):
+        seen.update(kw)
+        return x
+
+    monkeypatch.setattr(adversarial, "pgd", fake_pgd)
+    method = adversarial.PGDTraining({"eps": 0.1}, None)
+    method.loss(torch.nn.Flatten(), torch.rand(2, 3), torch.zeros(2, dtype=torch.long), None)
+    assert seen["step_size"] == 0.05

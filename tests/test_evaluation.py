@@ -242,6 +242,50 @@ def test_bad_inputs_fail_before_work(trained, test_set):
     assert set(THREAT_MODELS.names()) == {"white-box", "transfer", "gray-box", "bpda", "eot"}
 
 
+def test_every_attack_setting_is_checked_once_when_the_spec_is_built(trained, test_set,
+                                                                     monkeypatch):
+    """A bad setting fails as the AttackSpec is built, naming the attack, before any model runs;
+    the batches then run from the checked settings, without run_attack checking them again."""
+    model, _ = trained
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.calls = model, 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.inner(x)
+
+    bad = [({"steps": 0}, ConfigError, "attack 'pgd': steps must be an integer >= 1"),
+           ({"restarts": 1.5}, ConfigError, "restarts"),
+           ({"random_start": "no"}, ConfigError, "random_start must be True or False"),
+           ({"norm": "l3"}, rl.errors.UnknownNameError, "linf, l2"),
+           ({"objective": "nope"}, rl.errors.UnknownNameError, "attack 'pgd': unknown objective"),
+           ({"objective": "feature", "early_stop": True}, ConfigError, "classifier objective"),
+           ({"objective_kwargs": {"zz": 1}}, ConfigError, "zz"),
+           ({"amp_dtype": "fp64"}, ConfigError, "amp_dtype"),
+           ({"seed": -1}, ConfigError, "seed must be an integer >= 0"),
+           ({"seed": 1, "generator": torch.Generator()}, ConfigError, "seed or generator")]
+    for settings, err, msg in bad:
+        with pytest.raises(err, match=msg):
+            AttackSpec("pgd", settings)
+        m = Counting()
+        with pytest.raises(err, match=msg):
+            evaluate(m, test_set, [{"name": "pgd", **settings}], n=8)
+        assert m.calls == 0, settings
+    with pytest.raises(ConfigError, match="attack 'fast-fgsm': step_size"):
+        AttackSpec("fast-fgsm", {"step_size": 0.0})
+    spec = AttackSpec("pgd", {"eps": 0.03, "steps": 2})
+    assert (spec.typed.eps, spec.typed.steps, spec.typed.step_size) == (0.03, 2, None)
+    calls = []
+    real = rl.attacks.catalog.attack_settings
+    monkeypatch.setattr(rl.attacks.catalog, "attack_settings",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    evaluate(model, test_set, [spec], n=40, batch_size=8)  # 5 batches
+    assert len(calls) <= 1  # at most once, for the results' resolved settings; never per batch
+
+
 def test_transfer_crafts_on_the_source_and_scores_the_target(trained, test_set):
     model, _ = trained
     source = rl.models.create("small-cnn", num_classes=10, width=0.5)

@@ -140,12 +140,12 @@ def test_robust_accuracy_of_a_constant_classifier_is_its_class_frequency():
 
     ds = rl_data.load("synthetic", "test").select(list(range(40)))
     for attack in ("pgd", "fgsm"):
-        acc = guards_mod.robust_accuracy(Constant(), ds, eps=0.1, steps=2, seed=0,
-                                         device=torch.device("cpu"), batch_size=16, attack=attack)
+        acc = guards_mod.robust_accuracy(
+            Constant(), ds, guards_mod.guard_attack(attack, eps=0.1, steps=2, seed=0),
+            device=torch.device("cpu"), batch_size=16)
         assert acc == pytest.approx(float((ds.labels == 3).float().mean()))
     with pytest.raises(ValueError, match="pgd or fgsm"):
-        guards_mod.robust_accuracy(Constant(), ds, eps=0.1, steps=2, seed=0,
-                                   device=torch.device("cpu"), attack="cw")
+        guards_mod.guard_attack("cw", eps=0.1, steps=2, seed=0)
 
 
 def test_real_guard_measures_and_defaults(tmp_path):

@@ -13,7 +13,8 @@ from .catalog import ATTACKS, AttackEntry, attack_settings, describe, register_a
 from .engine import pgd
 from .distortion import feature_distortion
 from .one_step import fast_fgsm, fgsm
-from .geometry import DEFAULT_STEP, NORMS, ThreatModel, ascent_step, project, random_start
+from ..defaults import DEFAULT_STEP
+from .geometry import NORMS, ThreatModel, ascent_step, project, random_start
 from .mode import frozen_eval
 from .objectives import OBJECTIVES, LogitObjective, register_objective
 from . import builtin as _builtin  # noqa: F401  (registers the named attacks)

@@ -1,6 +1,6 @@
 """The built-in named attacks and their settings: fgsm, fast-fgsm, pgd, feature-distortion,
-autoattack. Defaults follow REFERENCE.md (PGD: step eps/4, 10 steps, random start; feature
-distortion: eps 16/255, step eps/8, 20 steps)."""
+autoattack. Defaults follow REFERENCE.md (PGD: 10 steps, random start; feature distortion: eps
+16/255, 20 steps); every default step comes from ``geometry.DEFAULT_STEP``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ import torch
 from .autoattack_adapter import autoattack
 from .catalog import generator_for, opt, register_attack
 from .engine import pgd
-from .geometry import DEFAULT_STEP
+from ..defaults import DEFAULT_STEP, default_step, step_text
 from .distortion import feature_distortion
 from .one_step import fast_fgsm, fgsm
 
@@ -19,6 +19,10 @@ _EPS = "budget in [0, 1] pixel units"
 _SEED = "seed of the random start (or pass generator)"
 _GEN = "torch.Generator for the random start (Python API only)"
 _AMP = "autocast dtype: none, bf16, fp16"
+
+
+def _step_help(attack: str) -> str:
+    return f"step; default {step_text(attack)}"
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class FGSMSettings:
 @dataclass(frozen=True)
 class FastFGSMSettings:
     eps: float = opt(8 / 255, _EPS)
-    step_size: Optional[float] = opt(None, "step; default 1.25 * eps")
+    step_size: Optional[float] = opt(None, _step_help("fast-fgsm"))
     norm: str = opt("linf", "linf or l2")
     objective: str = opt("ce", "objective name")
     targeted: bool = opt(False, "minimise the loss toward the classes y")
@@ -45,7 +49,7 @@ class FastFGSMSettings:
 @dataclass(frozen=True)
 class PGDSettings:
     eps: float = opt(8 / 255, _EPS)
-    step_size: Optional[float] = opt(None, "step; default eps / 4")
+    step_size: Optional[float] = opt(None, _step_help("pgd"))
     steps: int = opt(10, "number of iterations")
     norm: str = opt("linf", "linf or l2")
     random_start: bool = opt(True, "uniform random start in the ball")
@@ -62,7 +66,7 @@ class PGDSettings:
 @dataclass(frozen=True)
 class FeatureDistortionSettings:
     eps: float = opt(16 / 255, _EPS)
-    step_size: Optional[float] = opt(None, "step; default eps / 8")
+    step_size: Optional[float] = opt(None, _step_help("feature-distortion"))
     steps: int = opt(20, "number of iterations")
     random_start: bool = opt(True, "uniform random start in the ball")
     norm: str = opt("linf", "linf or l2")
@@ -82,27 +86,28 @@ class AutoAttackSettings:
     n_queries: Optional[int] = opt(None, "override Square queries (default 5000)")
 
 
-@register_attack("fgsm", FGSMSettings, help="FGSM: one signed-gradient step of size eps "
-                 "(Goodfellow et al. 2015)")
+@register_attack("fgsm", FGSMSettings, help=f"FGSM: one signed-gradient step of size "
+                 f"{step_text('fgsm')} (Goodfellow et al. 2015)")
 def _fgsm(model, x, y, **s):
     return fgsm(model, x, y, **s)
 
 
-@register_attack("fast-fgsm", FastFGSMSettings, help="Fast-FGSM / FGSM-RS: random start, one "
-                 "step of 1.25 eps (Wong et al. 2020)")
+@register_attack("fast-fgsm", FastFGSMSettings, help=f"Fast-FGSM / FGSM-RS: random start, one "
+                 f"step of {step_text('fast-fgsm')} (Wong et al. 2020)")
 def _fast_fgsm(model, x, y, *, seed, generator, **s):
     return fast_fgsm(model, x, y, generator=generator_for(x, seed, generator), **s)
 
 
-@register_attack("pgd", PGDSettings, help="PGD with random start (Madry et al. 2018)")
+@register_attack("pgd", PGDSettings, help=f"PGD with random start, step {step_text('pgd')} "
+                 "(Madry et al. 2018)")
 def _pgd(model, x, y, *, step_size, seed, generator, **s):
-    step = step_size if step_size is not None else _default_step(s["eps"], DEFAULT_STEP["pgd"])
+    step = step_size if step_size is not None else _default_step(s["eps"])
     return pgd(model, x, y, step_size=step, generator=generator_for(x, seed, generator), **s)
 
 
 @register_attack("feature-distortion", FeatureDistortionSettings, needs_labels=False,
-                 model_role="extractor", help="label-free feature distortion of an extractor "
-                 "(SSR purifier paper, Alg. 1)")
+                 model_role="extractor", help="label-free feature distortion of an extractor, "
+                 f"step {step_text('feature-distortion')} (SSR purifier paper, Alg. 1)")
 def _feature_distortion(extractor, x, y=None, *, seed, generator, **s):
     return feature_distortion(extractor, x, generator=generator_for(x, seed, generator), **s)
 
@@ -113,10 +118,11 @@ def _autoattack(model, x, y, **s):
     return autoattack(model, x, y, **s)
 
 
-def _default_step(eps: Any, fraction: float) -> Any:
-    """eps * fraction, or eps itself when it is not a number (pgd then reports it clearly)."""
+def _default_step(eps: Any) -> Any:
+    """pgd's default step at ``eps`` (1.0 at eps 0, where pgd returns x but a step must still be
+    valid), or eps itself when it is not a number (pgd then reports it clearly)."""
     try:
-        return float(eps) * fraction or 1.0
+        return default_step("pgd", eps) or 1.0
     except (TypeError, ValueError):
         return eps
 
@@ -130,5 +136,5 @@ def effective_settings(name: str, **settings: Any) -> dict:
 
     out = dataclasses.asdict(attack_settings(name, **settings))
     if name in DEFAULT_STEP and out.get("step_size") is None and isinstance(out.get("eps"), float):
-        out["step_size"] = out["eps"] * DEFAULT_STEP[name]
+        out["step_size"] = default_step(name, out["eps"])
     return out

@@ -2,7 +2,8 @@
 
 Maximises ||P(x') - P(x)||_2 over the eps-ball, where P is a frozen feature extractor (by default
 the first two convolution blocks of a dataset-trained VGG19). Defaults from REFERENCE.md: eps
-16/255, step eps/8, 20 iterations, uniform random start, sign steps, clip to the ball and [0, 1].
+16/255, 20 iterations, uniform random start, sign steps, clip to the ball and [0, 1]; the step,
+eps/8, is ``geometry.DEFAULT_STEP["feature-distortion"]``.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_eps, check_positive
 from .engine import pgd
-from .geometry import DEFAULT_STEP, check_eps, check_norm
+from ..defaults import default_step
+from .geometry import check_norm
 
 
 def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps: float = 16 / 255,
@@ -25,7 +27,7 @@ def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps:
     Args:
         extractor: frozen feature extractor P mapping [0, 1] images to (B, ...) features.
         x: (B, C, H, W) images in [0, 1]; never modified. No labels are used.
-        eps: budget (default 16/255). step_size: default eps / 8. steps: default 20.
+        eps: budget (default 16/255). step_size: None for the default (eps/8). steps: default 20.
         random_start: uniform start in the ball (default True; from x the gradient is 0).
         generator: torch.Generator for the random start. norm: "linf" (default) or "l2".
         amp_dtype: optional autocast dtype for the extractor's forward/backward.
@@ -33,7 +35,7 @@ def feature_distortion(extractor: Callable[[Tensor], Tensor], x: Tensor, *, eps:
         x_adv: same shape/dtype/device as x, in [0, 1], within eps of x.
     """
     if step_size is None:
-        step_size = check_eps(eps, check_norm(norm)) * DEFAULT_STEP["feature-distortion"] or 1.0
+        step_size = default_step("feature-distortion", check_eps(eps, check_norm(norm))) or 1.0
     else:
         check_positive("step_size", step_size)
     return pgd(extractor, x, None, eps=eps, step_size=step_size, steps=steps, norm=norm,

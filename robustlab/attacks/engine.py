@@ -19,10 +19,9 @@ from .early_stop import run_early
 from .geometry import check_eps, check_norm, work_dtype
 from .loop import Plan, autocast, run_full, score, warn_nonfinite
 from .mode import frozen_eval
-from .objectives import (OBJECTIVES, LogitObjective, needs_labels, objective_kwargs_error,
-                         on_logits)
-from .validate import (check_bool, check_generator, check_inputs, check_kwargs_dict,
-                       check_model, resolve)
+from .objectives import LogitObjective, needs_labels
+from .validate import (check_bool, check_generator, check_inputs, check_model, check_objective,
+                       objective_name)
 
 
 def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *, eps: float,
@@ -78,19 +77,13 @@ def pgd(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor | None = None, *
 
 def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, objective,
               targeted, generator, early_stop, amp_dtype, objective_kwargs, init=None):
+    """pgd's own entry check of its arguments, before any forward pass (the rules of
+    :mod:`robustlab.attacks.validate`, shared with the evaluation's settings check)."""
     check_model(model)
-    make = resolve(OBJECTIVES.get, objective, "objective")
-    name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     targeted, early_stop = check_bool("targeted", targeted), check_bool("early_stop", early_stop)
-    y_why = (f" by objective {name!r}" if needs_labels(make) else
-             " for targeted attacks" if targeted else " for early_stop" if early_stop else "")
-    check_inputs(x, y, y_required=needs_labels(make) or targeted or early_stop, why=y_why)
-    if early_stop and not on_logits(make):
-        raise ConfigError(f"early_stop needs a classifier objective (ce, cw, kl), not {name!r}")
-    okw = check_kwargs_dict("objective_kwargs", objective_kwargs)
-    msg = objective_kwargs_error(make, okw)
-    if msg:
-        raise ConfigError(f"objective {name!r}: {msg}")
+    make, okw = check_objective(objective, objective_kwargs, early_stop)
+    check_inputs(x, y, y_required=needs_labels(make) or targeted or early_stop,
+                 why=_labels_why(make, objective, targeted, early_stop))
     norm = check_norm(norm)
     plan = Plan(eps=check_eps(eps, norm), step_size=check_positive("step_size", step_size),
                 steps=check_int("steps", steps, 1), norm=norm,
@@ -98,6 +91,13 @@ def _validate(model, x, y, eps, step_size, steps, norm, random_start, restarts, 
                 amp=runtime.amp_dtype(amp_dtype), generator=check_generator(generator),
                 init=_check_init(init, x, restarts, early_stop))
     return make, okw, plan, check_int("restarts", restarts, 1)
+
+
+def _labels_why(make: Callable, objective: Any, targeted: bool, early_stop: bool) -> str:
+    """Why y is required, for the error when it is missing."""
+    if needs_labels(make):
+        return f" by objective {objective_name(objective)!r}"
+    return " for targeted attacks" if targeted else " for early_stop" if early_stop else ""
 
 
 def _check_init(init: Tensor | None, x: Tensor, restarts: int, early_stop: bool) -> Tensor | None:

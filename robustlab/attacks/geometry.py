@@ -25,11 +25,6 @@ def check_norm(norm: str) -> str:
     return norm
 
 
-# Default step of each attack when step_size is None, as a fraction of eps (REFERENCE.md). The
-# attack functions and the results files (attacks.effective_settings) both read it.
-DEFAULT_STEP = {"pgd": 1 / 4, "fast-fgsm": 1.25, "feature-distortion": 1 / 8, "fgsm": 1.0}
-
-
 @dataclass(frozen=True)
 class ThreatModel:
     """A threat model: the norm ("linf" or "l2") and the radius eps in [0, 1] pixel units."""

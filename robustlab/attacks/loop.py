@@ -7,13 +7,13 @@ the device and read once at the end.
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ..runtime import amp_context
 from .geometry import ascent_step, project, random_start
 from .objectives import LogitObjective
 
@@ -34,10 +34,9 @@ class Plan:
 
 
 def autocast(x: Tensor, amp: torch.dtype | None):
-    """torch.autocast on x's device type with ``amp`` (a no-op context when None)."""
-    if amp is None:
-        return nullcontext()
-    return torch.autocast(device_type=x.device.type, dtype=amp)
+    """torch.autocast on x's device type with ``amp`` (a no-op context when None): the one
+    autocast of robustlab, ``runtime.amp_context``."""
+    return amp_context(amp, x.device)
 
 
 def start(x: Tensor, plan: Plan) -> Tensor:

@@ -9,10 +9,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_eps, check_positive
 from ..errors import ConfigError
 from .engine import pgd
-from .geometry import DEFAULT_STEP, check_eps, check_norm
+from ..defaults import default_step
+from .geometry import check_norm
 
 
 def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float,
@@ -29,7 +30,8 @@ def fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: float,
         x_adv: same shape/dtype/device as x, in [0, 1], within eps of x.
     """
     _reject_fixed("fgsm", kw, ("steps", "step_size", "random_start", "restarts", "generator"))
-    step = check_eps(eps, check_norm(norm)) or 1.0  # eps 0 returns x; a step must still be valid
+    # eps 0 returns x; a step must still be valid
+    step = default_step("fgsm", check_eps(eps, check_norm(norm))) or 1.0
     return pgd(model, x, y, eps=eps, step_size=step, steps=1, norm=norm, random_start=False,
                objective=objective, **kw)
 
@@ -39,11 +41,12 @@ def fast_fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: f
               generator: torch.Generator | None = None, **kw: Any) -> Tensor:
     """Fast-FGSM / FGSM-RS (Wong et al. 2020, "Fast is better than free").
 
-    A uniform random start in the eps-ball, then one step of ``step_size`` (default 1.25 * eps),
+    A uniform random start in the eps-ball, then one step of ``step_size`` (default
+    ``default_step("fast-fgsm", eps)``, 1.25 * eps),
     projected back onto the ball and [0, 1].
 
     Args:
-        model, x, y: as for :func:`fgsm`. eps: the budget. step_size: default 1.25 * eps.
+        model, x, y: as for :func:`fgsm`. eps: the budget. step_size: None for the default.
         norm: "linf" or "l2". generator: torch.Generator for the random start.
         **kw: further :func:`pgd` options (objective, targeted, amp_dtype, objective_kwargs).
     Returns:
@@ -51,7 +54,7 @@ def fast_fgsm(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, eps: f
     """
     _reject_fixed("fast_fgsm", kw, ("steps", "random_start", "restarts"))
     if step_size is None:
-        step_size = check_eps(eps, check_norm(norm)) * DEFAULT_STEP["fast-fgsm"] or 1.0
+        step_size = default_step("fast-fgsm", check_eps(eps, check_norm(norm))) or 1.0
     else:
         check_positive("step_size", step_size)
     return pgd(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm, random_start=True,

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from ..defaults import step_text
 from ..errors import ConfigError
 from .common import apply_sets, number
 
@@ -18,7 +19,7 @@ def add_attack_settings(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("attack settings (applied to every attack that has them)")
     g.add_argument("--eps", type=number, help="budget in [0,1] pixel units (e.g. 0.1 or 8/255)")
     g.add_argument("--steps", type=int, help="iterations")
-    g.add_argument("--step-size", type=number, help="step (default per attack, e.g. eps/4 for pgd)")
+    g.add_argument("--step-size", type=number, help=f"step (default per attack, e.g. {step_text('pgd')} for pgd)")
     g.add_argument("--norm", choices=["linf", "l2"])
     g.add_argument("--restarts", type=int)
     g.add_argument("--no-random-start", dest="random_start", action="store_false", default=None)
@@ -38,7 +39,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def settings_for(name: str, args: argparse.Namespace, used: set[str]) -> dict[str, Any]:
-    """The settings of attack ``name`` taken from the common flags and --attack-set."""
+    """The settings of attack ``name`` taken from the common flags and --attack-set. Their values
+    are not checked here: the AttackSpec built from them checks every setting, once."""
     from .. import attacks as rl_attacks
 
     fields = {f.name for f in dataclasses.fields(rl_attacks.ATTACKS.get(name).settings)}

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..defaults import step_text
 from .common import add_data_args, add_runtime_args, apply_sets, number, numbers, size
 
 NAME = "compare-pretraining"
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=numbers, default=None,
                    help="PGD budgets, comma-separated (default 0.02,0.04,...,0.15)")
     p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--pgd-step-size", type=number, default=None, help="default eps/4")
+    p.add_argument("--pgd-step-size", type=number, default=None,
+                   help=f"default {step_text('pgd')}")
     p.add_argument("--n", type=int, default=None, help="evaluate on the first n test images")
     p.add_argument("--pretrain-set", action="append", metavar="KEY=VALUE",
                    help="override a pre-training setting, e.g. --pretrain-set steps=3")

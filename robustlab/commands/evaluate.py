@@ -39,9 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._io import write_json
     from ..distributed import world
-    from ..evaluation import evaluate
     from ..runtime import resolve_device
     from .outputs import Outputs
 
@@ -55,34 +53,52 @@ def run(args: argparse.Namespace) -> int:
     dataset = dataset_of(args.dataset, model)
     with Outputs(file=args.out) as outputs, Outputs(dir=args.save_adv, flag="--save-adv"):
         ds = _load_data(args, dataset, model)
-        result = evaluate(model, ds, specs, n=args.n, batch_size=args.batch_size, device=device,
-                          seed=args.seed, source=source, extractor=extractor_net,
-                          eot_samples=args.eot_samples, progress=not args.no_progress,
-                          sanity=args.sanity, check_large_eps=args.check_large_eps,
-                          keep_adv=bool(args.save_adv))
+        result = _evaluate(args, model, ds, specs, device, source, extractor_net)
         if not world().main:  # under torchrun only rank 0 writes and prints
             return 0
-        out = {"model": args.model, "purifier": args.purifier, "source": args.source,
-               "extractor": args.extractor, "dataset": dataset, "split": args.split,
-               **result.to_dict()}
-        if args.save_adv:
-            out["saved_adv"] = {key: str(Path(args.save_adv) / f"adv{i}.safetensors")
-                                for i, key in enumerate(result.adv)}
+        out = _results_doc(args, dataset, result)
+        outputs.write(lambda: _write(args, ds, result, dataset, out), keep=out)
+    _print_summary(out, result.warnings)
+    return 0
 
-        def write() -> None:
-            if args.save_adv:
-                _save_adv(args, ds, result, dataset)
-            if args.out:
-                write_json(args.out, out)
 
-        outputs.write(write, keep=out)
+def _evaluate(args: argparse.Namespace, model, ds, specs, device, source, extractor):
+    from ..evaluation import evaluate
+
+    return evaluate(model, ds, specs, n=args.n, batch_size=args.batch_size, device=device,
+                    seed=args.seed, source=source, extractor=extractor,
+                    eot_samples=args.eot_samples, progress=not args.no_progress,
+                    sanity=args.sanity, check_large_eps=args.check_large_eps,
+                    keep_adv=bool(args.save_adv))
+
+
+def _results_doc(args: argparse.Namespace, dataset: str, result) -> dict:
+    """The --out document: the checkpoints and data evaluated, then the results."""
+    out = {"model": args.model, "purifier": args.purifier, "source": args.source,
+           "extractor": args.extractor, "dataset": dataset, "split": args.split,
+           **result.to_dict()}
+    if args.save_adv:
+        out["saved_adv"] = {key: str(Path(args.save_adv) / f"adv{i}.safetensors")
+                            for i, key in enumerate(result.adv)}
+    return out
+
+
+def _write(args: argparse.Namespace, ds, result, dataset: str, out: dict) -> None:
+    from .._io import write_json
+
+    if args.save_adv:
+        _save_adv(args, ds, result, dataset)
+    if args.out:
+        write_json(args.out, out)
+
+
+def _print_summary(out: dict, warnings: list[dict]) -> None:
     # acc / worst_acc: robust accuracy (right clean and attacked); perturbed_*: right attacked
     summary = {k: out[k] for k in ("n", "clean_acc", "acc", "worst_acc", "perturbed_acc",
                                    "worst_perturbed_acc", "seconds")}
     print(json.dumps(summary, indent=1))
-    for w in result.warnings:
+    for w in warnings:
         print(f"robustlab: warning [{w['check']}]: {w['message']}")
-    return 0
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -99,22 +115,18 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def _specs(args: argparse.Namespace):
-    """The AttackSpecs of the run (every name and setting checked) and whether an attack
-    differentiates through a feature extractor."""
-    from .. import attacks as rl_attacks
+    """The AttackSpecs of the run (every name and setting checked as they are built, before any
+    checkpoint is read) and whether an attack differentiates through a feature extractor."""
     from ..errors import ConfigError
     from ..evaluation import AttackSpec
-    from ..evaluation.harness import as_spec
 
     if args.threat and not args.attack:
         raise ConfigError("--threat needs at least one --attack")
     threats = args.threat or ["white-box"]
     used: set[str] = set()
-    specs = [as_spec(AttackSpec(a, settings_for(a, args, used), t))
-             for a in args.attack for t in threats]
+    specs = [AttackSpec(a, settings_for(a, args, used), t) for a in args.attack for t in threats]
     check_used(args, args.attack, used)
-    needs = any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in args.attack)
-    return specs, needs
+    return specs, any(s.model_role == "extractor" for s in specs)
 
 
 def dataset_of(name: str | None, model) -> str:

@@ -48,13 +48,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._io import provenance, write_json, write_text
     from ..distributed import world
-    from ..errors import ConfigError
-    from ..evaluation import evaluate, save_sweep, sweep
     from ..runtime import resolve_device
     from .outputs import Outputs
-    from .sweep import check_values, markdown
+    from .sweep import markdown
+
+    _check_flags(args)
+    models, info = _load_models(args.model)
+    dataset = _dataset_name(args, models)
+    common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size,
+                  device=resolve_device(args.device), progress=not args.no_progress)
+    out = Path(args.out)
+    with Outputs(dir=args.out) as outputs:
+        ds = _load(dataset, args)
+        curves = _measure(args, models, info, ds, common)
+        if not world().main:  # under torchrun only rank 0 writes and prints
+            return 0
+        titles = _titles(args)
+        table = clean_table(info)
+        doc = _document(args, ds, info, curves)
+        outputs.write(lambda: _write(out, curves, titles, table, info, doc), keep=doc)
+    print(table)
+    for key, rows in curves.items():
+        print(f"\n{titles[key]}\n{markdown(rows)}")
+    print(f"\nwrote {out}/: clean.md, clean.csv, stress.json, "
+          + ", ".join(f"{k}.csv/.json/.png" for k in curves))
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Every numeric flag, before any checkpoint or data is read."""
+    from ..errors import ConfigError
+    from .sweep import check_values
 
     if len(args.steps_eps) != 1 or args.steps_eps[0] <= 0:
         raise ConfigError(f"--steps-eps takes one eps > 0, got {args.steps_eps}")
@@ -63,49 +88,51 @@ def run(args: argparse.Namespace) -> int:
     check_values("steps", args.steps, flag="--steps")
     if args.n < 1 or args.pgd_steps < 1 or args.batch_size < 1:
         raise ConfigError("--n, --pgd-steps and --batch-size must be >= 1")
-    models, info = _load_models(args.model)
-    dataset = _dataset_name(args, models)
-    device = resolve_device(args.device)
-    common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size, device=device,
-                  progress=not args.no_progress)
-    out = Path(args.out)
-    with Outputs(dir=args.out) as outputs:
-        ds = _load(dataset, args)
-        for name, model in models.items():
-            info[name]["clean_acc"] = evaluate(model, ds, (), **common).clean_acc
-        curves = {
-            "fgsm-eps": sweep(models, ds, "fgsm", param="eps", values=args.eps, **common),
-            "pgd-eps": sweep(models, ds, "pgd", param="eps", values=args.eps,
-                             settings={"steps": args.pgd_steps}, **common),
-            "pgd-steps": sweep(models, ds, "pgd", param="steps", values=args.steps,
-                               settings={"eps": args.steps_eps[0]}, **common),
-        }
-        if not world().main:  # under torchrun only rank 0 writes and prints
-            return 0
-        titles = {"fgsm-eps": "FGSM: accuracy vs eps",
-                  "pgd-eps": f"PGD-{args.pgd_steps}: accuracy vs eps",
-                  "pgd-steps": f"PGD at eps {args.steps_eps[0]:.4g}: accuracy vs steps"}
-        table = clean_table(info)
-        doc = {"dataset": ds.name, "split": args.split, "n": min(args.n, len(ds)),
-               "seed": args.seed, "models": info, "curves": curves, "provenance": provenance(),
-               "settings": {"eps": args.eps, "pgd_steps": args.pgd_steps, "steps": args.steps,
-                            "steps_eps": args.steps_eps[0]}}
 
-        def write() -> None:
-            doc["files"] = {key: {k: str(v) for k, v in
-                                  save_sweep(rows, out / key, title=titles[key]).items()}
-                            for key, rows in curves.items()}
-            write_text(out / "clean.md", table + "\n")
-            write_text(out / "clean.csv", _csv(info))
-            write_json(out / "stress.json", doc)
 
-        outputs.write(write, keep=doc)
-    print(table)
-    for key, rows in curves.items():
-        print(f"\n{titles[key]}\n{markdown(rows)}")
-    print(f"\nwrote {out}/: clean.md, clean.csv, stress.json, "
-          + ", ".join(f"{k}.csv/.json/.png" for k in curves))
-    return 0
+def _measure(args: argparse.Namespace, models: dict, info: dict, ds, common: dict) -> dict:
+    """Each model's clean accuracy (into ``info``) and the three curves: FGSM and PGD against
+    eps, PGD against steps."""
+    from ..evaluation import evaluate, sweep
+
+    for name, model in models.items():
+        info[name]["clean_acc"] = evaluate(model, ds, (), **common).clean_acc
+    return {
+        "fgsm-eps": sweep(models, ds, "fgsm", param="eps", values=args.eps, **common),
+        "pgd-eps": sweep(models, ds, "pgd", param="eps", values=args.eps,
+                         settings={"steps": args.pgd_steps}, **common),
+        "pgd-steps": sweep(models, ds, "pgd", param="steps", values=args.steps,
+                           settings={"eps": args.steps_eps[0]}, **common),
+    }
+
+
+def _titles(args: argparse.Namespace) -> dict[str, str]:
+    return {"fgsm-eps": "FGSM: accuracy vs eps",
+            "pgd-eps": f"PGD-{args.pgd_steps}: accuracy vs eps",
+            "pgd-steps": f"PGD at eps {args.steps_eps[0]:.4g}: accuracy vs steps"}
+
+
+def _document(args: argparse.Namespace, ds, info: dict, curves: dict) -> dict:
+    """stress.json: everything measured, with the settings and provenance."""
+    from .._io import provenance
+
+    return {"dataset": ds.name, "split": args.split, "n": min(args.n, len(ds)),
+            "seed": args.seed, "models": info, "curves": curves, "provenance": provenance(),
+            "settings": {"eps": args.eps, "pgd_steps": args.pgd_steps, "steps": args.steps,
+                         "steps_eps": args.steps_eps[0]}}
+
+
+def _write(out: Path, curves: dict, titles: dict, table: str, info: dict, doc: dict) -> None:
+    """Every file of --out (called inside one file group: all appear or none does)."""
+    from .._io import write_json, write_text
+    from ..evaluation import save_sweep
+
+    doc["files"] = {key: {k: str(v) for k, v in
+                          save_sweep(rows, out / key, title=titles[key]).items()}
+                    for key, rows in curves.items()}
+    write_text(out / "clean.md", table + "\n")
+    write_text(out / "clean.csv", _csv(info))
+    write_json(out / "stress.json", doc)
 
 
 def _load_models(named: list[tuple[str, str]]) -> tuple[dict, dict[str, dict[str, Any]]]:

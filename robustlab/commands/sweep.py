@@ -6,6 +6,7 @@ import argparse
 from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
                           settings_for)
 from .common import add_data_args, add_runtime_args, numbers
+from .evaluate import check_counts, dataset_of
 
 NAME = "sweep"
 ORDER = 30
@@ -42,45 +43,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import attacks as rl_attacks
     from .. import data as rl_data
-    from .. import models as rl_models
     from ..distributed import world
-    from ..errors import ConfigError
     from ..evaluation import save_sweep, sweep
     from ..evaluation.sanity import monotonic_warnings
-    from ..evaluation.threats import THREAT_MODELS
-    from ..purifiers import Purified
     from ..runtime import resolve_device
-    from .evaluate import check_counts, dataset_of
     from .outputs import Outputs
 
-    if getattr(args, args.param) is not None:
-        raise ConfigError(f"--{args.param} is the swept setting; give its values with --values")
-    check_counts(args)
-    check_values(args.param, args.values, args.norm or "linf")
-    THREAT_MODELS.get(args.threat)
-    attacks = args.attack or ["pgd"]
-    used: set[str] = set()
-    settings = {a: settings_for(a, args, used) for a in attacks}
-    check_used(args, attacks, used)
-    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
-    models = {}
-    for name, path in args.model:
-        if name in models:
-            raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
-        m = load_checked("--model", path, "classifier")
-        models[name] = Purified(purifier, m) if purifier is not None else m
+    attacks, settings = _checked_settings(args)
+    models = _load_models(args)
     first = next(iter(models.values()))
     dataset = dataset_of(args.dataset, first)
     for m in list(models.values())[1:]:  # each model trained elsewhere is worth a warning
         dataset_of(dataset, m)
     source = load_checked("--source", args.source, "classifier") if args.source else None
-    extractor = None
-    if any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in attacks):
-        base = (load_checked("--extractor", args.extractor, "classifier") if args.extractor
-                else getattr(first, "classifier", first))
-        extractor = rl_models.feature_extractor(base, args.extractor_blocks)
+    extractor = _extractor(args, attacks, first)
     with Outputs(prefix=args.out) as outputs:
         ds = rl_data.load(dataset, args.split, root=args.data_root)
         rows = sweep(models, ds, attacks, param=args.param, values=args.values,
@@ -98,6 +75,54 @@ def run(args: argparse.Namespace) -> int:
         print(f"robustlab: warning [{w['check']}]: {w['message']}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _checked_settings(args: argparse.Namespace) -> tuple[list[str], dict[str, dict]]:
+    """(the attacks, each one's settings from the flags), every flag checked before anything is
+    loaded."""
+    from ..errors import ConfigError
+    from ..evaluation.sweeps import sweep_specs
+    from ..evaluation.threats import THREAT_MODELS
+
+    if getattr(args, args.param) is not None:
+        raise ConfigError(f"--{args.param} is the swept setting; give its values with --values")
+    check_counts(args)
+    check_values(args.param, args.values, args.norm or "linf")
+    THREAT_MODELS.get(args.threat)
+    attacks = args.attack or ["pgd"]
+    used: set[str] = set()
+    settings = {a: settings_for(a, args, used) for a in attacks}
+    check_used(args, attacks, used)
+    sweep_specs(attacks, args.param, args.values, attack_settings=settings, threat=args.threat)
+    return attacks, settings
+
+
+def _load_models(args: argparse.Namespace) -> dict:
+    """name -> model from the --model flags (each Purified by --purifier when given)."""
+    from ..errors import ConfigError
+    from ..purifiers import Purified
+
+    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
+    models = {}
+    for name, path in args.model:
+        if name in models:
+            raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
+        m = load_checked("--model", path, "classifier")
+        models[name] = Purified(purifier, m) if purifier is not None else m
+    return models
+
+
+def _extractor(args: argparse.Namespace, attacks: list[str], first):
+    """The feature extractor an extractor attack needs (--extractor, else the first model's
+    classifier), or None."""
+    from .. import attacks as rl_attacks
+    from .. import models as rl_models
+
+    if not any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in attacks):
+        return None
+    base = (load_checked("--extractor", args.extractor, "classifier") if args.extractor
+            else getattr(first, "classifier", first))
+    return rl_models.feature_extractor(base, args.extractor_blocks)
 
 
 def check_values(param: str, values: list, norm: str = "linf", flag: str = "--values") -> None:

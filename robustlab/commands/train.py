@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..defaults import step_text
 from .common import add_data_args, add_optim_args, add_run_args, config_from_args, number, size
 
 NAME = "train"
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "methods`)")
     g.add_argument("--eps", type=number, help="budget in [0, 1] pixel units, e.g. 8/255")
     g.add_argument("--steps", type=int, help="attack steps (pgd, trades, transfer-adv)")
-    g.add_argument("--step-size", type=number, help="attack step, e.g. 2/255")
+    g.add_argument("--step-size", type=number, help="attack step, e.g. 2/255 (default: the "
+                   f"method's: pgd {step_text('pgd')}, fast-fgsm {step_text('fast-fgsm')})")
     g.add_argument("--beta", type=float, help="trades: weight of the KL term (paper: 6)")
     g.add_argument("--source", help="transfer-adv: checkpoint of the fixed source model")
     g.add_argument("--mix", type=float, help="transfer-adv: fraction of each batch attacked: "

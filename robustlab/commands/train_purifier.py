@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..defaults import step_text
 from .common import add_data_args, add_run_args, config_from_args, number, size
 
 NAME = "train-purifier"
@@ -35,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perceptual-blocks", type=int, help="its blocks (default: --extractor-blocks)")
     p.add_argument("--eps", type=number, help="feature-distortion budget, e.g. 16/255 (default)")
     p.add_argument("--steps", type=int, help="attack iterations (default 20)")
-    p.add_argument("--step-size", type=number, help="attack step (default eps/8)")
+    p.add_argument("--step-size", type=number, help="attack step (default "
+                   f"{step_text('feature-distortion')})")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="default 16")
     p.add_argument("--lr", type=float, help="Adam learning rate of both networks (default 1e-4)")

@@ -2,8 +2,10 @@
 strength, sanity checks against gradient masking, and crafted examples saved for transfer matrices."""
 from .advstore import load_adversarial, save_adversarial
 from ..metrics import accuracy, predict
-from .harness import AttackSpec, EvalResult, evaluate, score_adversarial
+from .harness import evaluate, score_adversarial
+from .result import EvalResult
 from .sanity import monotonic_warnings
+from .specs import AttackSpec
 from .sweeps import save_sweep, sweep
 from .threats import EOT, THREAT_MODELS, BPDAIdentity, KeepDropout
 

@@ -1,136 +1,38 @@
 """``evaluate``: clean and adversarial accuracy of a model over a dataset, per sample.
 
+Per batch: one clean pass (and, on the first batch, the sanity checks), then each attack crafted
+on the module its threat model names and scored on the module whose predictions count
+(:func:`robustlab.metrics.attack_then_score`). The robust and perturbed accuracies it reports are
+defined in :mod:`robustlab.evaluation.result`; the attacks and their settings, checked once, in
+:mod:`robustlab.evaluation.specs`.
+
 Under ``torchrun`` each process scores its share of the samples (x[rank::world]) and the
 per-sample flags are gathered back into the original order; random starts are reproducible for a
 given number of processes.
-
-Two accuracies under each attack, named apart everywhere:
-
-- **robust accuracy** (``acc``, also ``robust_acc``; per-sample flags ``per_sample``): a sample
-  counts when it is classified correctly both clean and attacked (AutoAttack's convention), so it
-  never exceeds clean accuracy. The worst case over several attacks is the per-sample AND of the
-  clean flag and every attack's flag (``worst_acc``).
-- **perturbed accuracy** (``perturbed_acc``; flags ``per_sample_perturbed``): plain accuracy on
-  the attacked inputs alone, the metric both seed reports print. It can exceed clean accuracy
-  (SSR Table 3: NRP 69.04% under attack, 67.06% clean) when an attack turns wrong answers right,
-  e.g. an attack crafted on another model or a purifier that cleans what it is given. Its worst
-  case (``worst_perturbed_acc``) is the per-sample AND over the attacks (clean accuracy when there
-  are none: the unperturbed input is then the only one).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import attacks as rl_attacks
 from .._checks import check_images, check_int, check_labels, model_dtype
-from .._io import provenance
 from ..distributed import device_for, unshard, world
 from ..errors import ConfigError, InputError
-from ..purifiers import Purified
+from ..metrics import attack_then_score, correct
+from .result import EvalResult, add_worst, mean
 from .sanity import gradient_warnings, large_eps_warnings, output_warnings, threat_warnings
+from .specs import AttackSpec, attack_specs, run_spec, spec_dict, with_extractor_threats
 from .threats import THREAT_MODELS
 
 log = logging.getLogger(__name__)
 _SEED_STRIDE = 1_000_003
 _BATCH_STRIDE = 7919
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack under one threat model. ``settings`` are checked against the attack's own."""
-
-    name: str
-    settings: dict = field(default_factory=dict)
-    threat: str = "white-box"
-    label: str | None = None
-
-    @property
-    def key(self) -> str:
-        if self.label:
-            return self.label
-        args = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.settings.items()))
-        return f"{self.name}[{args}]@{self.threat}" if args else f"{self.name}@{self.threat}"
-
-
-METRICS = {
-    "acc": "robust accuracy per attack: right on the clean input and on the attacked one "
-           "(never above clean_acc); the same numbers as robust_acc",
-    "worst_acc": "robust accuracy of the per-sample worst case over the attacks",
-    "perturbed_acc": "accuracy on the attacked inputs alone, the seed reports' metric (may "
-                     "exceed clean_acc)",
-    "worst_perturbed_acc": "perturbed accuracy of the per-sample worst case over the attacks",
-    "per_sample": "robust flags (clean, each attack, worst)",
-    "per_sample_perturbed": "perturbed flags (each attack, worst)",
-}
-
-
-@dataclass
-class EvalResult:
-    """Accuracies in [0, 1], per-sample flags, sanity warnings, timings and the full config.
-
-    ``acc`` (= ``robust_acc``) and ``worst_acc`` are robust accuracies, ``per_sample`` their flags
-    (keys "clean", each attack key, "worst"); ``perturbed_acc`` and ``worst_perturbed_acc`` are
-    accuracies on the attacked inputs alone, ``per_sample_perturbed`` their flags (each attack
-    key, "worst"). See the module docstring.
-    """
-
-    n: int
-    clean_acc: float
-    acc: dict[str, float]
-    worst_acc: float
-    per_sample: dict[str, torch.Tensor]
-    warnings: list[dict]
-    seconds: dict[str, float]
-    config: dict
-    adv: dict[str, torch.Tensor] = field(default_factory=dict)
-    perturbed_acc: dict[str, float] = field(default_factory=dict)
-    worst_perturbed_acc: float = float("nan")
-    per_sample_perturbed: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def robust_acc(self) -> dict[str, float]:
-        """Robust accuracy per attack key: the same dict as ``acc``."""
-        return self.acc
-
-    @property
-    def worst_robust_acc(self) -> float:
-        """Robust accuracy of the per-sample worst case: ``worst_acc``."""
-        return self.worst_acc
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "clean_acc": self.clean_acc, "acc": self.acc,
-                "worst_acc": self.worst_acc, "perturbed_acc": self.perturbed_acc,
-                "worst_perturbed_acc": self.worst_perturbed_acc, "metrics": METRICS,
-                "warnings": self.warnings, "seconds": self.seconds,
-                "config": self.config, "provenance": provenance(),
-                "per_sample": {k: v.int().tolist() for k, v in self.per_sample.items()},
-                "per_sample_perturbed": {k: v.int().tolist()
-                                         for k, v in self.per_sample_perturbed.items()}}
-
-
-def as_spec(item: AttackSpec | str | dict) -> AttackSpec:
-    if isinstance(item, AttackSpec):
-        spec = item
-    elif isinstance(item, str):
-        spec = AttackSpec(item)
-    elif isinstance(item, dict):
-        item = dict(item)
-        spec = AttackSpec(item.pop("name"), threat=item.pop("threat", "white-box"),
-                          label=item.pop("label", None), settings=item.pop("settings", item))
-    else:
-        raise ConfigError(f"an attack is a name, a mapping or an AttackSpec, got {item!r}")
-    rl_attacks.ATTACKS.get(spec.name)
-    THREAT_MODELS.get(spec.threat)
-    rl_attacks.attack_settings(spec.name, **spec.settings)  # unknown settings fail before any work
-    return spec
 
 
 def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] = (), *,
@@ -154,100 +56,139 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
         attack: one attack (or a list), the same as ``attacks`` (DESIGN.md's spelling).
     Returns: an :class:`EvalResult`.
     """
-    if attack is not None:  # DESIGN.md's rl.evaluate(model, data, attack=...)
-        attacks = [*attacks, *([attack] if isinstance(attack, (str, dict, AttackSpec)) else attack)]
-    specs = [as_spec(a) for a in attacks]
-    if len({s.key for s in specs}) != len(specs):
-        raise ConfigError("two attacks share a label; give them distinct settings or labels")
+    specs = attack_specs(attacks, attack)
     check_int("batch_size", batch_size)
     check_int("eot_samples", eot_samples)
-    for s in specs:
-        if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" and extractor is None:
-            raise ConfigError(f"{s.name} needs a feature extractor (--extractor CKPT)")
-    if extractor is not None:  # say honestly whose features the label-free attack used; the
-        # threat of an extractor attack is decided by the extractor, so duplicates collapse
-        specs = list({sp.key: sp for sp in (
-            dataclasses.replace(s, threat=_extractor_threat(model, extractor))
-            if rl_attacks.ATTACKS.get(s.name).model_role == "extractor" else s
-            for s in reversed(specs))}.values())[::-1]
+    specs = with_extractor_threats(specs, model, extractor)
     w = world()
     device = device_for(w, torch.device(device) if device else _device_of(model))
-    x_all, y_all = _tensors(data, n)
-    check_images(x_all, getattr(model, "in_channels", None))
-    x_all = x_all.to(model_dtype(model) or x_all.dtype)  # float64 images for a float32 model
-    check_labels(y_all, len(y_all), getattr(model, "num_classes", None))
-    n_total = len(y_all)
-    x_all, y_all = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
+    x_all, y_all = _checked_tensors(model, data, n)
+    x_share, y_share = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
+    run = _setup(model, source, extractor, specs, device, eot_samples,
+                 _Options(seed, sanity, check_large_eps, keep_adv))
+    tally = _Tally.start([s.key for s in specs])
+    starts = range(0, len(y_share), batch_size)
+    for b, i in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
+        _score_batch(run, tally, b, x_share[i:i + batch_size].to(device),
+                     y_share[i:i + batch_size].to(device))
+    return _result(run, tally, w, len(y_all), _config(run, len(y_all), batch_size, eot_samples, w))
+
+
+@dataclass(frozen=True)
+class _Options:
+    seed: int
+    sanity: bool
+    check_large_eps: float | None
+    keep_adv: bool
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every batch of one evaluation uses: the evaluated model (on the device, in eval mode)
+    and, per attack key, the module the attacker differentiates through and the one scored."""
+
+    model: nn.Module
+    specs: list[AttackSpec]
+    attacked: dict[str, nn.Module]
+    scored: dict[str, nn.Module]
+    device: torch.device
+    options: _Options
+
+
+@dataclass
+class _Tally:
+    """Per-batch outputs, concatenated and gathered across processes at the end."""
+
+    flags: dict[str, list[torch.Tensor]]  # robust flags: "clean" and each attack key
+    perturbed: dict[str, list[torch.Tensor]]  # right on x_adv alone, per attack key
+    kept: dict[str, list[torch.Tensor]]  # the crafted examples (keep_adv)
+    seconds: dict[str, float]
+    warnings: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, keys: list[str]) -> "_Tally":
+        return cls({"clean": [], **{k: [] for k in keys}}, {k: [] for k in keys},
+                   {k: [] for k in keys}, {"clean": 0.0, **{k: 0.0 for k in keys}})
+
+
+def _setup(model, source, extractor, specs, device, eot_samples, options) -> _Setup:
+    """Put the models on the device in eval mode and build each attack's two modules (a threat
+    model that needs a purifier or a source it was not given fails here)."""
     model = model.to(device).eval()
     source = source.to(device).eval() if source is not None else None
     extractor = extractor.to(device).eval() if extractor is not None else None
-    attacked = {s.key: _attacked_module(s, model, source, extractor, eot_samples) for s in specs}
+    attacked = {s.key: extractor if s.model_role == "extractor" else
+                THREAT_MODELS.get(s.threat).attacked(model, source, eot_samples) for s in specs}
     scored = {s.key: THREAT_MODELS.get(s.threat).scored(model) for s in specs}
+    return _Setup(model, list(specs), attacked, scored, device, options)
 
-    flags: dict[str, list[torch.Tensor]] = {"clean": [], **{s.key: [] for s in specs}}
-    perturbed: dict[str, list[torch.Tensor]] = {s.key: [] for s in specs}  # right on x_adv alone
-    kept: dict[str, list[torch.Tensor]] = {s.key: [] for s in specs}
-    seconds = {"clean": 0.0, **{s.key: 0.0 for s in specs}}
-    warnings: list[dict] = []
-    starts = range(0, len(y_all), batch_size)
-    for b, i in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
-        x = x_all[i:i + batch_size].to(device)
-        y = y_all[i:i + batch_size].to(device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            logits = model(x)
-        clean = logits.argmax(1) == y
-        seconds["clean"] += time.perf_counter() - t0
-        flags["clean"].append(clean.cpu())
-        if b == 0:
-            warnings += output_warnings(logits)
-            if sanity:
-                warnings += gradient_warnings(model, x, y)
-            if check_large_eps is not None:
-                warnings += large_eps_warnings(model, x, y, check_large_eps, seed)
-        for a, s in enumerate(specs):
-            t0 = time.perf_counter()
-            stochastic = THREAT_MODELS.get(s.threat).stochastic
-            attack_seed = seed * _SEED_STRIDE + b * _BATCH_STRIDE + a
-            with torch.random.fork_rng(devices=_rng_devices(device), enabled=stochastic):
-                # a stochastic defence's dropout masks come from seeded draws; the caller's
-                # global random state is put back afterwards
-                if stochastic:
-                    torch.manual_seed(attack_seed)
-                x_adv = _run(s, attacked[s.key], x, y, attack_seed)
-                with torch.no_grad():
-                    adv_ok = scored[s.key](x_adv).argmax(1) == y
-            seconds[s.key] += time.perf_counter() - t0
-            flags[s.key].append((clean & adv_ok).cpu())
-            perturbed[s.key].append(adv_ok.cpu())
-            if keep_adv:
-                kept[s.key].append(x_adv.cpu())
 
-    per_sample, per_sample_perturbed = _gather(flags, w), _gather(perturbed, w)
-    worst = per_sample["clean"].clone()
-    worst_perturbed = per_sample["clean"].clone() if not specs else None
-    for s in specs:
-        worst &= per_sample[s.key]
-        p = per_sample_perturbed[s.key]
-        worst_perturbed = p.clone() if worst_perturbed is None else worst_perturbed & p
-    per_sample["worst"] = worst
-    per_sample_perturbed["worst"] = worst_perturbed
-    acc = {s.key: _mean(per_sample[s.key]) for s in specs}
-    warnings += threat_warnings(specs, acc, n_total)
-    if any(s.threat == "eot" for s in specs) and not _has_dropout(model):
+def _score_batch(run: _Setup, tally: _Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Batch ``b``: the clean pass (and, on the first batch, the sanity checks), then every
+    attack, each from its own seed."""
+    opt = run.options
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = run.model(x)
+    clean = logits.argmax(1) == y
+    tally.seconds["clean"] += time.perf_counter() - t0
+    tally.flags["clean"].append(clean.cpu())
+    if b == 0:
+        tally.warnings += output_warnings(logits)
+        if opt.sanity:
+            tally.warnings += gradient_warnings(run.model, x, y)
+        if opt.check_large_eps is not None:
+            tally.warnings += large_eps_warnings(run.model, x, y, opt.check_large_eps, opt.seed)
+    for a, spec in enumerate(run.specs):
+        _attack_batch(run, tally, spec, x, y, clean,
+                      opt.seed * _SEED_STRIDE + b * _BATCH_STRIDE + a)
+
+
+def _attack_batch(run: _Setup, tally: _Tally, spec: AttackSpec, x: torch.Tensor,
+                  y: torch.Tensor, clean: torch.Tensor, attack_seed: int) -> None:
+    """One attack on one batch: craft, score, and add its flags and time to the tally."""
+    t0 = time.perf_counter()
+    stochastic = THREAT_MODELS.get(spec.threat).stochastic
+    with torch.random.fork_rng(devices=_rng_devices(run.device), enabled=stochastic):
+        # a stochastic defence's dropout masks come from seeded draws; the caller's global
+        # random state is put back afterwards
+        if stochastic:
+            torch.manual_seed(attack_seed)
+        x_adv, adv_ok = attack_then_score(
+            lambda module, xb, yb: run_spec(spec, module, xb, yb, attack_seed),
+            run.attacked[spec.key], x, y, scored=run.scored[spec.key])
+    tally.seconds[spec.key] += time.perf_counter() - t0
+    tally.flags[spec.key].append((clean & adv_ok).cpu())
+    tally.perturbed[spec.key].append(adv_ok.cpu())
+    if run.options.keep_adv:
+        tally.kept[spec.key].append(x_adv.cpu())
+
+
+def _result(run: _Setup, tally: _Tally, w, n_total: int, config: dict) -> EvalResult:
+    """Gather the flags of every process, add the worst cases and the end-of-run warnings."""
+    keys = [s.key for s in run.specs]
+    per_sample, per_sample_perturbed = _gather(tally.flags, w), _gather(tally.perturbed, w)
+    add_worst(per_sample, per_sample_perturbed, keys)
+    acc = {k: mean(per_sample[k]) for k in keys}
+    warnings = tally.warnings + threat_warnings(run.specs, acc, n_total)
+    if any(s.threat == "eot" for s in run.specs) and not _has_dropout(run.model):
         warnings.append({"check": "eot-on-deterministic-defence", "message": (
             "EOT was asked for but the model has no dropout: every pass is the same, so the eot "
             "numbers equal white-box ones at eot_samples times the cost")})
-    config = {"n": n_total, "batch_size": batch_size, "seed": seed, "eot_samples": eot_samples,
-              "device": str(device), "processes": w.size,
-              "seeds": f"per batch b and attack a: seed * {_SEED_STRIDE} + b * {_BATCH_STRIDE} + a",
-              "attacks": [_spec_dict(s) for s in specs]}
-    return EvalResult(n_total, _mean(per_sample["clean"]), acc, _mean(worst), per_sample,
-                      warnings, {k: round(v, 3) for k, v in seconds.items()}, config,
-                      {k: unshard(torch.cat(v), w) for k, v in kept.items() if v},
-                      perturbed_acc={s.key: _mean(per_sample_perturbed[s.key]) for s in specs},
-                      worst_perturbed_acc=_mean(worst_perturbed),
+    return EvalResult(n_total, mean(per_sample["clean"]), acc, mean(per_sample["worst"]),
+                      per_sample, warnings, {k: round(v, 3) for k, v in tally.seconds.items()},
+                      config, {k: unshard(torch.cat(v), w) for k, v in tally.kept.items() if v},
+                      perturbed_acc={k: mean(per_sample_perturbed[k]) for k in keys},
+                      worst_perturbed_acc=mean(per_sample_perturbed["worst"]),
                       per_sample_perturbed=per_sample_perturbed)
+
+
+def _config(run: _Setup, n_total: int, batch_size: int, eot_samples: int, w) -> dict:
+    """The evaluation as run, for the results file: every attack with its settings resolved."""
+    return {"n": n_total, "batch_size": batch_size, "seed": run.options.seed,
+            "eot_samples": eot_samples, "device": str(run.device), "processes": w.size,
+            "seeds": f"per batch b and attack a: seed * {_SEED_STRIDE} + b * {_BATCH_STRIDE} + a",
+            "attacks": [spec_dict(s) for s in run.specs]}
 
 
 def _gather(flags: dict[str, list[torch.Tensor]], w) -> dict[str, torch.Tensor]:
@@ -277,62 +218,24 @@ def score_adversarial(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x:
     device = torch.device(device) if device else _device_of(model)
     model = model.to(device).eval()
     out = {"clean": [], "robust": [], "perturbed": []}
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            yb = y[i:i + batch_size].to(device)
-            clean = model(x[i:i + batch_size].to(device)).argmax(1) == yb
-            adv = model(x_adv[i:i + batch_size].to(device)).argmax(1) == yb
-            out["clean"].append(clean.cpu())
-            out["robust"].append((clean & adv).cpu())
-            out["perturbed"].append(adv.cpu())
+    for i in range(0, len(y), batch_size):
+        yb = y[i:i + batch_size].to(device)
+        clean = correct(model, x[i:i + batch_size].to(device), yb)
+        adv = correct(model, x_adv[i:i + batch_size].to(device), yb)
+        out["clean"].append(clean.cpu())
+        out["robust"].append((clean & adv).cpu())
+        out["perturbed"].append(adv.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def _extractor_threat(model: nn.Module, extractor: nn.Module) -> str:
-    """white-box when the extractor is part of the evaluated model, gray-box when it is part of a
-    purified model's classifier (the SSR report's setting), transfer otherwise."""
-    def part_of(module: nn.Module) -> bool:
-        own = list(module.parameters())
-        return all(any(p is q or (p.shape == q.shape and torch.equal(p.cpu(), q.cpu())) for q in own)
-                   for p in extractor.parameters())
-
-    if isinstance(model, Purified):
-        return "gray-box" if part_of(model.classifier) else "transfer"
-    return "white-box" if part_of(model) else "transfer"
-
-
-def _attacked_module(spec, model, source, extractor, eot_samples):
-    if rl_attacks.ATTACKS.get(spec.name).model_role == "extractor":
-        return extractor
-    return THREAT_MODELS.get(spec.threat).attacked(model, source, eot_samples)
-
-
-def _run(spec: AttackSpec, module: nn.Module, x, y, seed: int) -> torch.Tensor:
-    settings = dict(spec.settings)
-    fields = {f.name for f in dataclasses.fields(rl_attacks.ATTACKS.get(spec.name).settings)}
-    if "seed" in fields and "generator" not in settings and settings.get("seed") is None:
-        settings["seed"] = seed % (2**62)
-    if "early_stop" in fields and "early_stop" not in settings:
-        settings["early_stop"] = _early_stop(spec)
-    return rl_attacks.run_attack(spec.name, module, x, y, **settings)
-
-
-def _early_stop(spec: AttackSpec) -> bool:
-    """The harness keeps the first fooling iterate when the attacked module's predictions are the
-    scored ones (white-box, BPDA) and the objective is a classifier loss: cheaper, never weaker."""
-    return THREAT_MODELS.get(spec.threat).early_stop_ok and _classifier_objective(spec.settings)
-
-
-def _has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-
-
-def _rng_devices(device: torch.device) -> list:
-    return [device] if device.type == "cuda" else []
-
-
-def _classifier_objective(settings: dict) -> bool:
-    return settings.get("objective", "ce") in ("ce", "cw") and not settings.get("targeted", False)
+def _checked_tensors(model: nn.Module, data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images and labels of ``data``, checked against the model (channels, [0, 1],
+    class indices) and in its dtype (float64 images for a float32 model)."""
+    x, y = _tensors(data, n)
+    check_images(x, getattr(model, "in_channels", None))
+    x = x.to(model_dtype(model) or x.dtype)
+    check_labels(y, len(y), getattr(model, "num_classes", None))
+    return x, y
 
 
 def _tensors(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,25 +260,9 @@ def _device_of(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def _mean(flags: torch.Tensor) -> float:
-    return float(flags.float().mean()) if flags.numel() else float("nan")
+def _has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _spec_dict(s: AttackSpec) -> dict:
-    """The attack as run: every setting after defaults (the seed is per batch, see config)."""
-    resolved = rl_attacks.effective_settings(s.name, **s.settings)
-    if "early_stop" in resolved and "early_stop" not in s.settings:
-        resolved["early_stop"] = _early_stop(s)
-    resolved.pop("generator", None)
-    resolved.pop("seed", None)
-    return {"label": s.key, "name": s.name, "threat": s.threat, "given": _plain(s.settings),
-            "settings": _plain(resolved)}
-
-
-def _plain(d: dict) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
-            for k, v in d.items()}
+def _rng_devices(device: torch.device) -> list:
+    return [device] if device.type == "cuda" else []

@@ -12,6 +12,11 @@ import torch.nn.functional as F
 
 from .. import attacks as rl_attacks
 
+# The large-eps check's own PGD setting, not an attack default: a step of eps/8 (a fraction of
+# eps) for 20 steps, kept as it is when pgd's default step (attacks.DEFAULT_STEP) changes.
+LARGE_EPS_STEP = 1 / 8
+LARGE_EPS_STEPS = 20
+
 
 def _warn(check: str, message: str, **extra) -> dict:
     return {"check": check, "message": message, **extra}
@@ -52,12 +57,14 @@ def gradient_warnings(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
 
 def large_eps_warnings(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> list[dict]:
     """At a very large eps every classifier should be broken; if not, gradients are suspect."""
-    x_adv = rl_attacks.run_attack("pgd", model, x, y, eps=eps, step_size=eps / 8, steps=20, seed=seed)
+    x_adv = rl_attacks.run_attack("pgd", model, x, y, eps=eps, step_size=eps * LARGE_EPS_STEP,
+                                  steps=LARGE_EPS_STEPS, seed=seed)
     with torch.no_grad():
         acc = (model(x_adv).argmax(1) == y).float().mean().item()
     if acc > 0.1:
-        return [_warn("not-near-zero-at-large-eps", f"PGD-20 at eps {eps:g} leaves {acc:.1%} "
-                      "accuracy; an unbounded attack should reach ~0%: suspect gradient masking",
+        return [_warn("not-near-zero-at-large-eps", f"PGD-{LARGE_EPS_STEPS} at eps {eps:g} "
+                      f"leaves {acc:.1%} accuracy; an unbounded attack should reach ~0%: suspect "
+                      "gradient masking",
                       eps=eps, acc=acc)]
     return []
 

@@ -10,8 +10,9 @@ from torch import nn
 
 from .._io import atomic_path, write_json, write_text
 from ..errors import ConfigError
-from .harness import AttackSpec, evaluate
+from .harness import evaluate
 from .sanity import monotonic_warnings
+from .specs import AttackSpec
 
 
 def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *, param: str,
@@ -36,11 +37,9 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
         raise ConfigError(f"sweep needs at least one value of {param}")
     if not attacks:
         raise ConfigError("sweep needs at least one attack")
-    per_attack = {a: {**(settings or {}), **(attack_settings or {}).get(a, {})} for a in attacks}
+    specs = sweep_specs(attacks, param, values, settings, attack_settings, threat)
     rows = []
     for name, model in models.items():
-        specs = [AttackSpec(a, {**per_attack[a], param: v}, threat, label=f"{a}:{param}={v}")
-                 for a in attacks for v in values if not (param == "eps" and v == 0)]
         res = evaluate(model, data, specs, n=n, seed=seed, batch_size=batch_size, device=device,
                        progress=progress, source=source, extractor=extractor)
         for a in attacks:
@@ -51,6 +50,16 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
                              "perturbed_acc": res.clean_acc if clean else res.perturbed_acc[key],
                              "n": res.n})
     return rows
+
+
+def sweep_specs(attacks: Sequence[str], param: str, values: Sequence, settings: dict | None = None,
+                attack_settings: Mapping[str, dict] | None = None,
+                threat: str = "white-box") -> list[AttackSpec]:
+    """The checked specs of a sweep, one per (attack, value) but eps 0 (scored as clean accuracy):
+    building them is what checks every point's settings, so a caller can do it before loading."""
+    per_attack = {a: {**(settings or {}), **(attack_settings or {}).get(a, {})} for a in attacks}
+    return [AttackSpec(a, {**per_attack[a], param: v}, threat, label=f"{a}:{param}={v}")
+            for a in attacks for v in values if not (param == "eps" and v == 0)]
 
 
 FIELDS = ["model", "attack", "threat", "param", "value", "acc", "perturbed_acc", "n"]

@@ -12,6 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
+from ..defaults import step_text
 from .recipe import Claim, Output
 from .render import Cell, Table, line_figure
 from .results import Missing, Results
@@ -136,7 +137,7 @@ def table4_adaptive(res: Results, s: Settings, _fig: Path) -> Table:
                  "whole pipeline (beyond the report)", cols, rows,
                  "robust accuracy (right clean and attacked)",
                  f"white-box (wb) through purifier and classifier, BPDA, AutoAttack; PGD-"
-                 f"{s.pgd_steps} step eps/4 with random start; warnings: gradient-masking checks "
+                 f"{s.pgd_steps} step {step_text('pgd')} with random start; warnings: gradient-masking checks "
                  f"(incl. PGD at eps {s.check_large_eps})")
 
 

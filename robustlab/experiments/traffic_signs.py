@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ..defaults import step_text
 from ..errors import ConfigError
 from .recipe import RECIPES, Claim, Output, Recipe
 from .render import Cell, Table, line_figure
@@ -300,7 +301,7 @@ def overfitting(res: Results, s: Settings, _fig: Path) -> Table:
         rows.append((label, [clean, fg, pg, Cell(gap), finding]))
     return Table("overfitting", "Catastrophic overfitting: FGSM-trained models resist FGSM but "
                  "not PGD", cols, rows, METRIC,
-                 f"white-box on each model; PGD step eps/4, random start, early stop; the first "
+                 f"white-box on each model; PGD step {step_text('pgd')}, random start, early stop; the first "
                  f"{s.n or 'all'} test images",
                  [f"The finding: FGSM accuracy above PGD accuracy by more than {OVERFIT_GAP:g} "
                   "points at the training budget (the report: FGSM/FastFGSM 'perform well on "
@@ -498,11 +499,11 @@ OUTPUTS = {o.name: o for o in (
                        "(white-box)", "eps (/255)", 255)),
     _out("fig4", "Fig. 4: PGD accuracy against eps", "figure", ["stress-pgd-eps"],
          _sweep_figure("stress-pgd-eps", "fig4", lambda s: f"Fig. 4: PGD-{s.pgd_steps} "
-                       "against eps (white-box, step eps/4)", "eps (/255)", 255)),
+                       f"against eps (white-box, step {step_text('pgd')})", "eps (/255)", 255)),
     _out("fig5", "Fig. 5: PGD accuracy against the number of steps", "figure",
          ["stress-pgd-steps"],
          _sweep_figure("stress-pgd-steps", "fig5", lambda s: f"Fig. 5: PGD at eps "
-                       f"{_e255(s.steps_eps)} against steps (white-box, step eps/4)",
+                       f"{_e255(s.steps_eps)} against steps (white-box, step {step_text('pgd')})",
                        "PGD steps", 1)),
     _out("fig6", "Fig. 6: contrastive pre-training against none, PGD accuracy against eps",
          "figure", ["acl-pgd-eps"],
@@ -530,7 +531,7 @@ RECIPES.register("traffic-signs", help="seed 003: FGSM, FastFGSM and TRADES adve
            "The quick preset runs on 2 CPU cores: Fashion-MNIST and a CIFAR-style ResNet18 at "
            "width 0.25 trained from scratch (no ImageNet weights are reachable offline), so "
            "compare shapes and orderings with the report, not levels.",
-           "PGD is robustlab's: step eps/4, uniform random start, one restart, early stop (each "
+           f"PGD is robustlab's: step {step_text('pgd')}, uniform random start, one restart, early stop (each "
            "image keeps its first fooling iterate: never weaker). TRADES' inner maximisation "
            "starts from x + 0.001 N(0, 1) clamped to [0, 1] (the reference code clamps after "
            "the first step).")))

@@ -1,7 +1,7 @@
 """A run's output directory: its resolved config, per-epoch metrics, what it depends on, and
 protection against losing a run.
 
-Used as a context manager by every trainer::
+Used as a context manager by the run scaffold every trainer shares (:mod:`.run`)::
 
     with RunDir(out, "train", cfg, resume=resume, overwrite=overwrite) as run_dir:
         run_dir.depend("init", cfg.init)          # files the weights depend on (sha256)
@@ -10,7 +10,9 @@ Used as a context manager by every trainer::
         run_dir.create()
         start, extra = run_dir.resume_from(cfg.epochs, model=model, optimizer=optimizer)
         for epoch in ...:
-            ...; run_dir.append_metrics(line); save weights and state; run_dir.commit_epoch()
+            with run_dir.saving(epoch):
+                run_dir.append_metrics(line); save weights and state
+            run_dir.commit_epoch()
 
 What it guarantees:
 - one command at a time: the folder is locked for the run's whole life (``robustlab._lock``);

@@ -75,17 +75,8 @@ def save_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     flat: dict[str, torch.Tensor] = {}
     for prefix, module in _modules(model, modules).items():
         flat.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-    opt_meta: dict[str, dict[str, Any]] = {}
-    for prefix, opt in _optimizers(optimizer, optimizers).items():
-        sd = opt.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for pid, pstate in sd["state"].items():
-            for key, val in pstate.items():
-                if isinstance(val, torch.Tensor):
-                    flat[f"{prefix}.{pid}.{key}"] = val
-                else:
-                    scalars.setdefault(str(pid), {})[key] = val
-        opt_meta[prefix] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    opt_meta = {prefix: _flatten_optimizer(opt, prefix, flat)
+                for prefix, opt in _optimizers(optimizer, optimizers).items()}
     for key, val in (tensors or {}).items():
         flat[f"extra.{key}"] = val
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
@@ -105,6 +96,21 @@ def save_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     write_json(stem.with_suffix(".json"), meta)
 
 
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str,
+                       flat: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Put the optimiser's tensors into ``flat`` (``<prefix>.<param id>.<key>``); return its
+    param groups and scalar state (JSON)."""
+    sd = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in sd["state"].items():
+        for key, val in pstate.items():
+            if isinstance(val, torch.Tensor):
+                flat[f"{prefix}.{pid}.{key}"] = val
+            else:
+                scalars.setdefault(str(pid), {})[key] = val
+    return {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
 def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
                optimizer: torch.optim.Optimizer | None = None,
                modules: Mapping[str, torch.nn.Module] | None = None,
@@ -113,22 +119,7 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
     """Restore the given modules and optimisers in place; return (epochs done, extras, extra
     tensors). The names must be those the state was saved with (CheckpointError otherwise)."""
     stem = Path(stem)
-    meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    try:
-        meta = json.loads(meta_path.read_text())
-        flat = load_file(str(weights_path))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
-        raise CheckpointError(f"cannot read the training state {stem}: {exc}. "
-                              "Start again with --overwrite.") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a robustlab training state")
-    epoch = meta.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"{meta_path} is damaged: its epoch is {epoch!r}, not a count of "
-                              "finished epochs; start again with --overwrite")
-    if "tensors_sha256" in meta and meta["tensors_sha256"] != sha256_file(weights_path):
-        raise CheckpointError(f"{weights_path} does not belong to {meta_path} (the run was "
-                              "interrupted while saving); start again with --overwrite")
+    meta, flat = _read(stem)
     mods = _modules(model, modules)
     saved = set(meta.get("modules", [_MODEL]))  # states written before named modules: the model
     if saved != set(mods):
@@ -148,7 +139,29 @@ def load_state(stem: str | Path, *, model: torch.nn.Module | None = None,
             raise CheckpointError(f"the training state in {stem} has no optimizer {prefix!r}")
         _load_optimizer(opt, flat, prefix, groups, scalars)
     extra_t = {k[6:]: v for k, v in flat.items() if k.startswith("extra.")}
-    return epoch, meta.get("extra", {}), extra_t
+    return meta["epoch"], meta.get("extra", {}), extra_t
+
+
+def _read(stem: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON and the tensors of a state, checked: its format, a sane epoch count, and that
+    the tensors file is the one the JSON was written with."""
+    meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        meta = json.loads(meta_path.read_text())
+        flat = load_file(str(weights_path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
+        raise CheckpointError(f"cannot read the training state {stem}: {exc}. "
+                              "Start again with --overwrite.") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a robustlab training state")
+    epoch = meta.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{meta_path} is damaged: its epoch is {epoch!r}, not a count of "
+                              "finished epochs; start again with --overwrite")
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != sha256_file(weights_path):
+        raise CheckpointError(f"{weights_path} does not belong to {meta_path} (the run was "
+                              "interrupted while saving); start again with --overwrite")
+    return meta, flat
 
 
 def _load_module(module: torch.nn.Module, flat: dict[str, torch.Tensor], prefix: str,

@@ -21,18 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ... import models as rl_models
-from ..._checks import check_eps as _check_eps
 from ...attacks import ATTACKS, attack_settings, fast_fgsm, fgsm, pgd, run_attack
+from ...defaults import default_step, step_text
 from ...errors import CheckpointError, ConfigError, InputError
-from .methods import METHODS, Method, StepOutput
-
-
-def check_eps(method: str, eps: float) -> float:
-    """A budget that makes sense for training: 0 < eps <= 1 in [0, 1] pixel units."""
-    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == 0:
-        raise ConfigError(f"method {method!r}: eps must be > 0 (eps 0 is standard training; use "
-                          "--method standard)")
-    return _check_eps(eps, name=f"method {method!r}: eps", positive=True)
+from .methods import METHODS, Method, StepOutput, check_method_eps
 
 
 def check_step(method: str, step_size: Optional[float]) -> Optional[float]:
@@ -69,19 +61,20 @@ class FGSMTraining(Method):
 
     def __init__(self, args: dict[str, Any], ctx: Any) -> None:
         super().__init__(args, ctx)
-        eps = check_eps(self.name, self.args.eps)
+        eps = check_method_eps(self.name, self.args.eps)
         check_steps(self.name, self.args.steps, 1, "; use --method pgd for several steps")
         step = check_step(self.name, self.args.step_size)
         if step is not None and not math.isclose(step, eps, rel_tol=1e-6):
             raise ConfigError(f"method 'fgsm' steps exactly eps ({eps:g}), got step_size={step:g};"
-                              " use --method fast-fgsm (random start, step 1.25 eps) or pgd")
+                              f" use --method fast-fgsm (random start, step "
+                              f"{step_text('fast-fgsm')}) or pgd")
 
     def loss(self, model, x, y, generator):
         return ce_step(model, fgsm(model, x, y, eps=self.args.eps), y)
 
 
-@METHODS.register("fast-fgsm", help="Fast-FGSM / FGSM-RS: uniform start, one step of 1.25 eps "
-                  "(Wong et al. 2020)")
+@METHODS.register("fast-fgsm", help=f"Fast-FGSM / FGSM-RS: uniform start, one step of "
+                  f"{step_text('fast-fgsm')} (Wong et al. 2020)")
 class FastFGSMTraining(Method):
     name = "fast-fgsm"
 
@@ -89,11 +82,11 @@ class FastFGSMTraining(Method):
     class Args:
         eps: float = 8 / 255
         steps: int = 1
-        step_size: Optional[float] = None  # default 1.25 * eps
+        step_size: Optional[float] = None  # None: the attack's default (DEFAULT_STEP)
 
     def __init__(self, args: dict[str, Any], ctx: Any) -> None:
         super().__init__(args, ctx)
-        check_eps(self.name, self.args.eps)
+        check_method_eps(self.name, self.args.eps)
         check_steps(self.name, self.args.steps, 1, "; use --method pgd for several steps")
         check_step(self.name, self.args.step_size)
 
@@ -103,7 +96,8 @@ class FastFGSMTraining(Method):
         return ce_step(model, x_adv, y)
 
 
-@METHODS.register("pgd", help="PGD-AT: k steps with random start (Madry et al. 2018)")
+@METHODS.register("pgd", help=f"PGD-AT: k steps of {step_text('pgd')} with random start "
+                  "(Madry et al. 2018)")
 class PGDTraining(Method):
     name = "pgd"
 
@@ -111,18 +105,19 @@ class PGDTraining(Method):
     class Args:
         eps: float = 8 / 255
         steps: int = 10
-        step_size: Optional[float] = None  # default eps / 4 (2/255 at eps 8/255)
+        step_size: Optional[float] = None  # None: pgd's DEFAULT_STEP (2/255 at eps 8/255)
         random_start: bool = True
 
     def __init__(self, args: dict[str, Any], ctx: Any) -> None:
         super().__init__(args, ctx)
-        check_eps(self.name, self.args.eps)
+        check_method_eps(self.name, self.args.eps)
         check_steps(self.name, self.args.steps)
         check_step(self.name, self.args.step_size)
 
     def loss(self, model, x, y, generator):
         a = self.args
-        x_adv = pgd(model, x, y, eps=a.eps, step_size=a.step_size or a.eps / 4, steps=a.steps,
+        step = a.step_size if a.step_size is not None else default_step("pgd", a.eps)
+        x_adv = pgd(model, x, y, eps=a.eps, step_size=step, steps=a.steps,
                     random_start=a.random_start, generator=generator)
         return ce_step(model, x_adv, y)
 
@@ -141,7 +136,7 @@ class TRADESTraining(Method):
 
     def __init__(self, args: dict[str, Any], ctx: Any) -> None:
         super().__init__(args, ctx)
-        check_eps(self.name, self.args.eps)
+        check_method_eps(self.name, self.args.eps)
         check_steps(self.name, self.args.steps)
         check_step(self.name, self.args.step_size)
         if not math.isfinite(self.args.beta) or self.args.beta <= 0:
@@ -213,7 +208,7 @@ class TransferAdvTraining(Method):
         if a.mix is not None and not (isinstance(a.mix, (int, float)) and 0 < a.mix <= 1):
             raise ConfigError(f"method 'transfer-adv': mix is the fraction of each batch "
                               f"attacked (mode {a.mode}), in (0, 1], got {a.mix!r}")
-        check_eps(cls.name, a.eps)
+        check_method_eps(cls.name, a.eps)
         check_steps(cls.name, a.steps)
         check_step(cls.name, a.step_size)
         attack_settings(a.attack, **cls.attack_kwargs(a))  # unknown attack or setting: refused

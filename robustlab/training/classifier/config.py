@@ -8,11 +8,12 @@ from typing import Any, Literal, Optional, Union
 from ..._checks import check_eps, check_int, check_positive, is_size
 from ...errors import ConfigError
 from ..checks import check_model_kwargs
+from .methods import check_method_args
 
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """Checks run after every epoch of adversarial training (``robustlab.training.guards``).
+    """Checks run after every epoch of adversarial training (``robustlab.training.classifier.guards``).
 
     overfit_check: catastrophic overfitting (Wong et al. 2020): PGD on a fixed training batch of
         ``overfit_n`` images; a fall of more than ``overfit_drop`` (0.2 = 20 points) in its
@@ -26,7 +27,8 @@ class GuardConfig:
         held-out validation images each epoch; the best epoch is kept as ``best.safetensors``.
         None: on for every method but standard when there is a validation split.
     eps: the guards' PGD budget (None: the method's eps, else 8/255); ``steps`` PGD steps of
-        eps/4 from a random start (the same start every epoch, so epochs are comparable).
+        pgd's default step (``attacks.DEFAULT_STEP``, eps/4) from a random start (the same start
+        every epoch, so epochs are comparable).
     """
 
     overfit_check: Optional[bool] = None
@@ -120,6 +122,9 @@ class TrainConfig:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 
         check_model_kwargs(self.model_kwargs)
+        # method_args stays the plain mapping config.json saves, but is checked against the
+        # method's typed Args here, so a typo fails before any data is loaded or file written
+        check_method_args(self.method, self.method_args)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

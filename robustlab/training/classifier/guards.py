@@ -1,7 +1,7 @@
 """After-epoch guards of adversarial training: catastrophic and robust overfitting.
 
 Both are trainer hooks ``hook(run, epoch, metrics) -> "restore" | "stop" | None`` built from
-``TrainConfig.guards`` (see :class:`~robustlab.training.config.GuardConfig`):
+``TrainConfig.guards`` (see :class:`~robustlab.training.classifier.config.GuardConfig`):
 
 - :class:`OverfitGuard` (Wong et al. 2020, "Fast is better than free"): PGD on a fixed training
   batch after each epoch; when its accuracy falls by more than ``overfit_drop`` from the previous
@@ -24,41 +24,32 @@ from typing import Any
 
 import torch
 
-from ... import data as rl_data
 from ... import models as rl_models
 from ...attacks import fgsm, pgd
-from ...attacks.mode import frozen_eval
+from ...defaults import default_step
 from ...distributed import world
+from ...errors import ConfigError
+from ...metrics import Attack, robust_accuracy
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_EPS = 8 / 255
 
 
-def robust_accuracy(model: torch.nn.Module, dataset: Any, *, eps: float, steps: int, seed: int,
-                    device: torch.device, batch_size: int = 256, attack: str = "pgd") -> float:
-    """Accuracy in [0, 1] of ``model`` on ``dataset`` under linf PGD (step eps/4, random start),
-    or under FGSM with ``attack="fgsm"`` (``steps`` and ``seed`` then unused): the fraction
-    classified correctly both clean and attacked (never above clean accuracy).
+def guard_attack(kind: str, *, eps: float, steps: int, seed: int) -> Attack:
+    """The guards' ``attack(model, x, y) -> x_adv``, scored by ``metrics.robust_accuracy``.
 
-    Early-stop PGD (each sample keeps its first fooling iterate; never weaker, cheaper). The model
-    runs in eval mode throughout and its modes are restored afterwards.
+    Early-stop linf PGD (random start from a generator seeded with ``seed``, advancing batch after
+    batch; each sample keeps its first fooling iterate: never weaker, cheaper), or FGSM with
+    ``kind="fgsm"`` (``steps`` and ``seed`` then unused).
     """
-    if attack not in ("pgd", "fgsm"):
-        raise ValueError(f"robust_accuracy runs pgd or fgsm, got {attack!r}")
+    if kind not in ("pgd", "fgsm"):
+        raise ConfigError(f"the guards run pgd or fgsm, got {kind!r}")
+    if kind == "fgsm":
+        return lambda model, x, y: fgsm(model, x, y, eps=eps)
     gen = torch.Generator().manual_seed(seed)
-    correct, n = 0, 0
-    for x, y in rl_data.batches(dataset, batch_size, shuffle=False, device=device):
-        if attack == "fgsm":
-            x_adv = fgsm(model, x, y, eps=eps)
-        else:
-            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, generator=gen,
-                        early_stop=True)
-        with frozen_eval(model), torch.no_grad():  # robust = right on x and on x_adv
-            right = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
-        correct += int(right.sum())
-        n += y.shape[0]
-    return correct / max(n, 1)
+    return lambda model, x, y: pgd(model, x, y, eps=eps, step_size=default_step("pgd", eps),
+                                   steps=steps, generator=gen, early_stop=True)
 
 
 def guard_eps(cfg: TrainConfig, method: Any) -> float:
@@ -76,8 +67,8 @@ class OverfitGuard:
 
     def measure(self, run: Any, attack: str = "pgd") -> float:
         batch = run.train_data.select(list(range(min(self.g.overfit_n, len(run.train_data)))))
-        return robust_accuracy(run.model, batch, eps=self.eps, steps=self.g.steps,
-                               seed=self.seed, device=run.device, attack=attack)
+        return robust_accuracy(run.model, batch, guard_attack(attack, eps=self.eps,
+                               steps=self.g.steps, seed=self.seed), device=run.device)
 
     def measure_fgsm(self, run: Any) -> float:
         """FGSM accuracy on the same batch: far above the PGD accuracy is the other signature of
@@ -119,8 +110,8 @@ class RobustValidation:
 
     def __call__(self, run: Any, epoch: int, metrics: dict[str, Any]) -> str | None:
         val = run.val_data.select(list(range(min(self.g.robust_val_n, len(run.val_data)))))
-        acc = robust_accuracy(run.model, val, eps=self.eps, steps=self.g.steps, seed=self.seed,
-                              device=run.device)
+        acc = robust_accuracy(run.model, val, guard_attack("pgd", eps=self.eps,
+                              steps=self.g.steps, seed=self.seed), device=run.device)
         metrics["val_robust_acc"] = acc
         if acc > run.meta.get("best_val_robust_acc", -1.0):
             run.meta.update(best_val_robust_acc=acc, best_epoch=epoch + 1)

@@ -7,12 +7,14 @@ checked by name and type) and ``loss(model, x, y, generator) -> StepOutput``. Ad
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
+from ..._checks import check_eps
 from ...config import from_dict
+from ...errors import ConfigError
 from ...registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("training method")
@@ -73,17 +75,30 @@ class Standard(Method):
         return StepOutput(F.cross_entropy(logits, y), logits)
 
 
-def check_method_args(name: str, args: dict[str, Any]) -> None:
+def check_method_eps(method: str, eps: object) -> float:
+    """A training method's budget: the one eps rule (:func:`robustlab._checks.check_eps`), > 0,
+    the error naming the method; eps 0 is pointed to ``--method standard``."""
+    if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == 0:
+        raise ConfigError(f"method {method!r}: eps must be > 0 (eps 0 is standard training; use "
+                          "--method standard)")
+    return check_eps(eps, name=f"method {method!r}: eps", positive=True)
+
+
+def check_method_args(name: str, args: Mapping[str, Any]) -> Any:
     """Before any data is loaded: the method exists, its settings are known and of the right
     type, its eps obeys the one eps rule, and the method's own :meth:`Method.check_args` pass
-    (each method checks the rest, such as its source checkpoint's shapes, when it is built)."""
-    from ..._checks import check_eps
+    (each method checks the rest, such as its source checkpoint's shapes, when it is built).
 
+    Run by :class:`TrainConfig` on construction. Returns the method's typed ``Args``; raises
+    ConfigError naming an unknown key and the known ones.
+    """
     cls = METHODS.get(name)
-    a = from_dict(cls.Args, dict(args), where=f"method {name!r}")
+    data = dict(args) if isinstance(args, Mapping) else args  # from_dict refuses a non-mapping
+    a = from_dict(cls.Args, data, where=f"method {name!r}")
     if getattr(a, "eps", None) is not None:
-        check_eps(a.eps, name=f"method {name!r}: eps", positive=True)
+        check_method_eps(name, a.eps)
     cls.check_args(a)
+    return a
 
 
 def build_method(name: str, args: dict[str, Any], ctx: MethodContext) -> Method:

@@ -21,6 +21,7 @@ from ... import models as rl_models
 from ..._checks import check_eps, check_int, check_positive
 from ..._io import file_group, new_dirs, provenance, write_json, write_text
 from ..._lock import Lock
+from ...defaults import step_text
 from ...config import to_dict
 from ...errors import ConfigError
 from ...runtime import resolve_device
@@ -54,7 +55,8 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
             ``init`` must be None; the pre-trained arm sets it to the encoder). Both must agree on
             dataset, model, width, model_kwargs, subset, val and seed.
         eps: PGD budgets in [0, 1] pixel units (the clean accuracy is added as eps 0).
-        pgd_steps, step_size: PGD settings (step default eps / 4), random start, one restart.
+        pgd_steps, step_size: PGD settings (step_size None: pgd's default step, from
+            ``attacks.DEFAULT_STEP``), random start, one restart.
         n: evaluate on the first n test images (None: all).
     Returns:
         The summary written to ``comparison.json``.
@@ -103,7 +105,8 @@ def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, dat
                     "baseline": _seconds(out / "baseline")},
         "final_metrics": {"pretrain": pre_final, "finetuned": ft_final, "baseline": base_final},
         "evaluation": {"attack": "pgd", "threat": "white-box", "steps": pgd_steps,
-                       "step_size": step_size or "eps/4", "n": rows[0]["n"], "seed": fine.seed},
+                       "step_size": step_size or step_text("pgd"), "n": rows[0]["n"],
+                       "seed": fine.seed},
         "pretrain_config": to_dict(pre), "train_config": to_dict(fine),
         "files": {k: str(v) for k, v in paths.items()}, "provenance": provenance(),
     }

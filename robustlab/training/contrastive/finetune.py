@@ -1,6 +1,6 @@
 """Fine-tuning from a pre-trained encoder: a check that the backbone fits, then the usual trainer.
 
-The encoder written by :func:`~robustlab.training.contrastive_train.pretrain` is a plain
+The encoder written by :func:`~robustlab.training.contrastive.pretrain` is a plain
 classifier checkpoint, so fine-tuning is ``train(TrainConfig(..., init=encoder))`` with any
 method of ``METHODS`` ("standard" as in the seed report, "trades" as in ACL) and ``linear_probe``
 for a frozen encoder. :func:`check_encoder_fits` turns a mismatch into a message that names both

@@ -1,6 +1,7 @@
 """Contrastive pre-training (SimCLR, ACL A2A/A2S/dual-BN): a resumable loop that never reads labels.
 
-Writes to its run directory (the classifier trainer's :class:`RunDir` and state format):
+The run (folder, resume, per-epoch seeds, epoch loop, checks and writes) is the shared scaffold of
+:mod:`robustlab.training.run`. It writes to its run directory:
 ``config.json``, ``metrics.jsonl`` (a line per epoch with the mean NT-Xent loss and its curve over
 the epoch), ``encoder.safetensors``/``encoder.json`` (a plain classifier checkpoint of the backbone,
 its final Linear untrained, which ``robustlab train --init`` loads) and ``last.*`` (resume state).
@@ -8,15 +9,12 @@ its final Linear untrained, which ``robustlab train --init`` loads) and ``last.*
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from ... import models as rl_models
-from ..._checks import check_finite_module
 from ...data.presets import refuse_flips
 from ...distributed import require_single_process
 from ...errors import InputError, TrainingDiverged
@@ -28,8 +26,8 @@ from .dual_bn import convert_dual_bn, export_branch
 from .methods import PRETRAIN_METHODS, ContrastiveAttack
 from ..optim import build_optimizer, lr_factor, set_lr
 from ..rundir import RunDir
-from ..state import save_state
-from ..classifier.trainer import prepare_data
+from ..run import Trainer, progress_bar, run_training
+from ..splits import prepare_data
 
 log = logging.getLogger(__name__)
 _CURVE_POINTS = 10  # the NT-Xent curve in metrics.jsonl: mean loss over each tenth of an epoch
@@ -71,48 +69,90 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     check_names(cfg, PRETRAIN_METHODS)
     method = PRETRAIN_METHODS.get(cfg.method)
     # checks now, writes once everything is built: a run that fails to start leaves nothing
-    with RunDir(out, "pretrain", cfg, resume=resume, overwrite=overwrite) as out_dir:
-        return _pretrain(cfg, method, out_dir, data_root, device, progress)
+    return run_training(Pretrainer(cfg, method, data_root, device, progress), out,
+                        resume=resume, overwrite=overwrite)
 
 
-def _pretrain(cfg: PretrainConfig, method, out_dir: RunDir, data_root, device,
-              progress: bool) -> dict[str, Any]:
-    device = resolve_device(device)
-    data, _ = prepare_data(cfg, data_root)
-    out_dir.depend_data("training images", data, labels=False)
-    preset = cfg.augment or contrastive_preset(data)
-    aug = refuse_flips(preset, data.flip_ok, data.name)
-    torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
-    encoder = build_encoder(cfg, data)
-    spec = encoder.robustlab_spec
-    if method.dual_bn:
-        convert_dual_bn(encoder)
-    net = ProjectionModel(encoder, cfg.proj_dim).to(device)
-    optimizer = build_optimizer(cfg, net.trainable_parameters())
-    attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
-    out_dir.create()
-    start, _ = out_dir.resume_from(cfg.epochs, model=net, optimizer=optimizer)
-    done = out_dir.read_metrics()
-    metrics: dict[str, Any] = dict(done[-1]) if done else {}
-    steps_per_epoch = max(1, len(data) // cfg.batch_size)
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=1))
-        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        t0 = time.perf_counter()
-        metrics = _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch,
-                         epoch * steps_per_epoch, steps_per_epoch * cfg.epochs, progress)
-        bad = check_finite_module(net)
-        if bad:
-            _diverged(epoch, f"{', '.join(bad[:3])} became non-finite")
-        metrics = {"epoch": epoch + 1, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
-        with out_dir.saving(epoch):
-            out_dir.append_metrics(metrics)
-            save_encoder(net, spec, out_dir.path / "encoder.safetensors", dual_bn=method.dual_bn,
-                         dataset=cfg.dataset, config=out_dir.config_dict, metrics=metrics,
-                         augment=preset)
-            save_state(out_dir.path / "last", model=net, optimizer=optimizer, epoch=epoch + 1)
-        out_dir.commit_epoch()
-    return metrics
+class Pretrainer(Trainer):
+    """Pre-training's part of a run: encoder and projection head, an epoch, the encoder file."""
+
+    kind = "pretrain"
+
+    def __init__(self, cfg: PretrainConfig, method, data_root: str | None, device,
+                 progress: bool) -> None:
+        self.cfg, self.method, self.data_root = cfg, method, data_root
+        self.device, self.progress = device, progress
+
+    def build(self, out_dir: RunDir) -> None:
+        cfg = self.cfg
+        self.device = resolve_device(self.device)
+        self.data, _ = prepare_data(cfg, self.data_root)
+        out_dir.depend_data("training images", self.data, labels=False)
+        self.preset = cfg.augment or contrastive_preset(self.data)
+        self.aug = refuse_flips(self.preset, self.data.flip_ok, self.data.name)
+        torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
+        encoder = build_encoder(cfg, self.data)
+        self.spec = encoder.robustlab_spec
+        if self.method.dual_bn:
+            convert_dual_bn(encoder)
+        self.net = ProjectionModel(encoder, cfg.proj_dim).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.net.trainable_parameters())
+        self.attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
+        self.steps_per_epoch = max(1, len(self.data) // cfg.batch_size)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.net, "optimizer": self.optimizer}
+
+    def watched(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
+        cfg, net, optimizer = self.cfg, self.net, self.optimizer
+        net.train()
+        losses: list[torch.Tensor] = []
+        sums: dict[str, torch.Tensor] = {}
+        bar = progress_bar(image_batches(self.data, cfg.batch_size, gen, self.device),
+                           self.steps_per_epoch, f"pretrain {cfg.method} {epoch + 1}/{cfg.epochs}",
+                           self.progress)
+        lr, step0 = cfg.lr, epoch * self.steps_per_epoch
+        total_steps = self.steps_per_epoch * cfg.epochs
+        for i, x in enumerate(bar):
+            v1, v2 = self.aug.fn(x, gen), self.aug.fn(x, gen)  # two views, (B, C, H, W) in [0, 1]
+            lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
+            with amp_context(cfg.amp, self.device):
+                loss, stats = self.method.step(net, v1, v2, self.attack, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(loss.detach().float())
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0) + v.float()
+            if (i + 1) % 25 == 0:
+                _check_finite(torch.stack(losses[-25:]).sum(), epoch)
+                bar.set_postfix(nt_xent=f"{float(losses[-1]):.3f}", lr=f"{lr:.2g}")
+        return self._summary(losses, sums, lr, epoch)
+
+    def _summary(self, losses: list[torch.Tensor], sums: dict[str, torch.Tensor], lr: float,
+                 epoch: int) -> dict[str, Any]:
+        """The epoch's mean NT-Xent loss, its curve over the epoch, and the method's stats."""
+        curve = torch.stack(losses)
+        _check_finite(curve.sum(), epoch)
+        parts = curve.tensor_split(min(_CURVE_POINTS, len(losses)))
+        n, batch = len(self.data), self.cfg.batch_size
+        return {"lr": lr, "nt_xent": float(curve.mean()),
+                "nt_xent_curve": [round(float(p.mean()), 5) for p in parts],
+                **{k: float(v) / len(losses) for k, v in sums.items()},
+                "images": len(losses) * batch if n >= batch else n}
+
+    def save(self, out_dir: RunDir, metrics: dict[str, Any], epoch: int) -> None:
+        save_encoder(self.net, self.spec, out_dir.path / "encoder.safetensors",
+                     dual_bn=self.method.dual_bn, dataset=self.cfg.dataset,
+                     config=out_dir.config_dict, metrics=metrics, augment=self.preset)
+
+    def weights_diverged(self, epoch: int, bad: list[str]) -> TrainingDiverged:
+        return TrainingDiverged(_message(epoch, f"{', '.join(bad[:3])} became non-finite"))
 
 
 def save_encoder(net: ProjectionModel, spec: dict[str, Any], path: Path, *, dual_bn: bool,
@@ -130,47 +170,11 @@ def save_encoder(net: ProjectionModel, spec: dict[str, Any], path: Path, *, dual
                           bn_branch="adv" if dual_bn else "shared", **meta)
 
 
-def _epoch(cfg, net, method, attack, optimizer, data, aug, gen, device, epoch, step0,
-           total_steps, progress) -> dict[str, Any]:
-    net.train()
-    losses: list[torch.Tensor] = []
-    sums: dict[str, torch.Tensor] = {}
-    n_batches = max(1, len(data) // cfg.batch_size)
-    bar = tqdm(image_batches(data, cfg.batch_size, gen, device), total=n_batches,
-               desc=f"pretrain {cfg.method} {epoch + 1}/{cfg.epochs}", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    lr = cfg.lr
-    for i, x in enumerate(bar):
-        v1, v2 = aug.fn(x, gen), aug.fn(x, gen)  # two augmented views, (B, C, H, W) in [0, 1]
-        lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
-        with amp_context(cfg.amp, device):
-            loss, stats = method.step(net, v1, v2, attack, gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        losses.append(loss.detach().float())
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0) + v.float()
-        if (i + 1) % 25 == 0:
-            _check_finite(torch.stack(losses[-25:]).sum(), epoch)
-            bar.set_postfix(nt_xent=f"{float(losses[-1]):.3f}", lr=f"{lr:.2g}")
-    curve = torch.stack(losses)
-    _check_finite(curve.sum(), epoch)
-    parts = curve.tensor_split(min(_CURVE_POINTS, len(losses)))
-    return {"lr": lr, "nt_xent": float(curve.mean()),
-            "nt_xent_curve": [round(float(p.mean()), 5) for p in parts],
-            **{k: float(v) / len(losses) for k, v in sums.items()},
-            "images": len(losses) * cfg.batch_size if len(data) >= cfg.batch_size else len(data)}
-
-
 def _check_finite(total: torch.Tensor, epoch: int) -> None:
     if not torch.isfinite(total):
-        _diverged(epoch, "the NT-Xent loss became non-finite")
+        raise TrainingDiverged(_message(epoch, "the NT-Xent loss became non-finite"))
 
 
-def _diverged(epoch: int, what: str) -> NoReturn:
-    raise TrainingDiverged(
-        f"{what} in epoch {epoch + 1}; the run stopped and the encoder of epoch {epoch} was "
-        "kept. Lower the learning rate (or set grad_clip) and start again with --overwrite.")
+def _message(epoch: int, what: str) -> str:
+    return (f"{what} in epoch {epoch + 1}; the run stopped and the encoder of epoch {epoch} was "
+            "kept. Lower the learning rate (or set grad_clip) and start again with --overwrite.")

@@ -18,9 +18,10 @@ class PurifierConfig:
 
     Defaults are the SSR report's (REFERENCE.md, seed 000): generator B + critic B with the B3
     loss (cGAN + 100 perceptual + 10 L2), adversaries from the feature-distortion attack on a
-    trained VGG19's first 2 blocks at eps 16/255 (step eps/8, 20 steps, random start), regenerated
-    for every mini-batch; Adam lr 1e-4, betas (0.9, 0.999) for both networks, batch 16, 30% of the
-    training split, horizontal flips where the dataset allows them, 200 epochs.
+    trained VGG19's first 2 blocks at eps 16/255 (its default step eps/8, 20 steps, random
+    start), regenerated for every mini-batch; Adam lr 1e-4, betas (0.9, 0.999) for both networks,
+    batch 16, 30% of the training split, horizontal flips where the dataset allows them, 200
+    epochs.
 
     Attributes:
         dataset: dataset name; image_size: side of the (square) images.
@@ -32,7 +33,8 @@ class PurifierConfig:
         weights: explicit loss weights {cgan, l1, l2, perceptual} replacing the preset's.
         width: channel multiplier of generator and critic; arch_kwargs / critic_kwargs: their
             architecture options (e.g. ``{"n_blocks": 4}`` for "nrp").
-        eps, steps, step_size (None: eps/8), random_start: the feature-distortion attack.
+        eps, steps, step_size (None: the attack's default, eps/8), random_start: the
+            feature-distortion attack.
         classifier: checkpoint scored every epoch (None: the extractor's classifier).
         val_n: test-split images (a seeded sample) for the per-epoch robust accuracy (0: none).
         grid_n: images in each epoch's perturbed / purified / clean grid.
@@ -135,8 +137,12 @@ class PurifierConfig:
         return LossWeights(**{k: self.weights.get(k, 0.0) for k in known})
 
     def attack_step(self) -> float:
-        """The feature-distortion step: ``step_size`` or eps/8 (REFERENCE.md)."""
-        return self.step_size if self.step_size is not None else self.eps / 8
+        """The feature-distortion step: ``step_size``, else the attack's default
+        (``attacks.DEFAULT_STEP``: eps/8, REFERENCE.md)."""
+        from ...defaults import default_step
+
+        return self.step_size if self.step_size is not None else default_step(
+            "feature-distortion", self.eps)
 
     def replace(self, **changes: Any) -> "PurifierConfig":
         return dataclasses.replace(self, **changes)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import data as rl_data
+from ...metrics import accuracy_on
 from ...purifiers import Purified
 from ...viz import save_image_rows
 
@@ -48,11 +49,8 @@ class Monitor:
                          "fd_acc": self._acc(classifier, self.x_adv)}
         self.setup_seconds = round(time.perf_counter() - t0, 3)
 
-    @torch.no_grad()
     def _acc(self, model: nn.Module, x: torch.Tensor) -> float:
-        correct = sum(int((model(xb).argmax(1) == yb).sum())
-                      for xb, yb in zip(x.split(_BATCH), self.y.split(_BATCH)))
-        return correct / max(len(x), 1)
+        return accuracy_on(model, x, self.y, batch_size=_BATCH)
 
     @torch.no_grad()
     def _purify(self, generator: nn.Module, x: torch.Tensor) -> torch.Tensor:

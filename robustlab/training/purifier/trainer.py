@@ -6,7 +6,8 @@ feature-distortion attack (Algorithm 1) against a fixed extractor, the critic se
 and (x', G(x')) as fake, and the generator minimises the preset's weighted loss. After each epoch
 the run writes a metrics line (losses, distances, and the feature-distortion robust accuracy of a
 classifier with and without the purifier on held-out test images), an image grid, the
-purifier/critic checkpoints and the resumable state.
+purifier/critic checkpoints and the resumable state. The run itself (folder, resume, per-epoch
+seeds, epoch loop, checks and writes) is the shared scaffold of :mod:`robustlab.training.run`.
 
 NRP (``arch="nrp"``, preset "NRP"; Naseer et al. 2020) choices its published description leaves
 open, or that differ here: the SSR report's feature-distortion attack (VGG19 first blocks, eps 16,
@@ -17,32 +18,28 @@ RRDB depth is ``arch_kwargs["n_blocks"]`` (23 published; a few blocks on a CPU).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ... import data as rl_data
 from ... import models as rl_models
-from ..._checks import check_finite_module
 from ...distributed import require_single_process
 from ...errors import TrainingDiverged
-from ...runtime import amp_context, epoch_seed, resolve_device
+from ...runtime import amp_context, amp_dtype, epoch_seed, resolve_device
 from .config import PurifierConfig
 from .monitor import Monitor, first_images, held_out
-from .setup import (augmenter, build_gan, check_channels, check_defended,
-                             check_purifier_shape, check_sizes, load_frozen, training_data)
+from .setup import (augmenter, build_gan, check_channels, check_defended, check_purifier_shape,
+                    check_sizes, load_frozen, training_data)
 from .steps import GanParts, make_attack, train_step
 from ..rundir import RunDir
-from ..state import save_state
+from ..run import Trainer, kept, progress_bar, run_training
 
 log = logging.getLogger(__name__)
-_VAL_STREAM, _INIT_STREAM, _GLOBAL_STREAM = 3, 2, 1  # epoch_seed streams
+_VAL_STREAM, _INIT_STREAM = 3, 2  # epoch_seed streams (the scaffold seeds 0 and 1 every epoch)
 
 
 def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | None = None,
@@ -68,58 +65,124 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     """
     require_single_process("the purifier trainer")
     check_sizes(cfg, cfg.image_size)
-    with RunDir(out, "train-purifier", cfg, resume=resume, overwrite=overwrite) as out_dir:
-        for what in ("extractor", "perceptual_extractor", "classifier"):
-            out_dir.depend(what.replace("_", " "), getattr(cfg, what))
-        return _train(cfg, out_dir, data_root, resolve_device(device), progress)
+    return run_training(PurifierTrainer(cfg, data_root, device, progress), out, resume=resume,
+                        overwrite=overwrite)
 
 
-def _train(cfg: PurifierConfig, out_dir: RunDir, data_root: str | None, device: torch.device,
-           progress: bool) -> dict[str, Any]:
-    extractor_net = load_frozen(cfg.extractor, device, "extractor")
-    perceptual_net = _perceptual_net(cfg, device)
-    classifier = load_frozen(cfg.classifier or cfg.extractor, device, "classifier") if cfg.val_n else None
-    train_data = training_data(cfg, data_root)
-    out_dir.depend_data("training images", train_data, labels=False)
-    check_channels(extractor_net, cfg.extractor, train_data, "extractor")
-    extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
-    perceptual = _perceptual(cfg, extractor, perceptual_net, train_data)
-    torch.manual_seed(epoch_seed(cfg.seed, 0, stream=_INIT_STREAM))  # initial weights
-    generator, critic = build_gan(cfg, train_data.channels, device)
-    probe = first_images(train_data, 2, device)
-    check_purifier_shape(generator, probe, cfg.generator_name())
-    if classifier is not None:
-        check_defended(generator, classifier, cfg.classifier or cfg.extractor, train_data)
-    preset, flip = augmenter(cfg, train_data)
+class PurifierTrainer(Trainer):
+    """The purifier's part of a run: frozen networks, G and D, an epoch of Alg. 2, the monitor's
+    scores after it, and the grid and checkpoints."""
 
-    betas = tuple(cfg.betas)
-    parts = GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
-                     torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
-                     extractor, perceptual, cfg.gan_mode)
-    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
-    monitor = _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype)
-    out_dir.create()  # only now: a run that fails to start leaves the directory as it was
-    start, _ = out_dir.resume_from(cfg.epochs, modules={"G": generator, "D": critic},
-                                   optimizers={"G": parts.opt_g, "D": parts.opt_d})
-    done = out_dir.read_metrics()
-    metrics: dict[str, Any] = dict(done[-1]) if done else {}
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, stream=_GLOBAL_STREAM))  # dropout masks
-        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))  # order, flips, starts
-        attack = make_attack(extractor, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
-                             random_start=cfg.random_start, generator=gen, amp_dtype=amp_dtype)
-        t0 = time.perf_counter()
-        metrics = _epoch(cfg, parts, train_data, preset, flip, attack, gen, device, epoch, progress)
-        _check_weights(parts, epoch)  # before scoring or saving them
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
-        metrics["images_per_second"] = round(len(train_data) / max(metrics["seconds"], 1e-9), 2)
-        metrics.update(monitor.score(generator))
-        metrics = {"epoch": epoch + 1, **metrics}
-        with out_dir.saving(epoch):
-            _save_epoch(cfg, out_dir, parts, monitor, metrics, epoch + 1,
-                        extractor_name=extractor_net.robustlab_meta.get("name"))
-        out_dir.commit_epoch()
-    return metrics
+    kind = "train-purifier"
+
+    def __init__(self, cfg: PurifierConfig, data_root: str | None, device, progress: bool) -> None:
+        self.cfg, self.data_root, self.device, self.progress = cfg, data_root, device, progress
+
+    def dependencies(self):
+        return [(what.replace("_", " "), getattr(self.cfg, what))
+                for what in ("extractor", "perceptual_extractor", "classifier")]
+
+    def build(self, out_dir: RunDir) -> None:
+        cfg = self.cfg
+        self.device = device = resolve_device(self.device)
+        extractor_net = load_frozen(cfg.extractor, device, "extractor")
+        self.extractor_name = extractor_net.robustlab_meta.get("name")
+        perceptual_net = _perceptual_net(cfg, device)
+        classifier = (load_frozen(cfg.classifier or cfg.extractor, device, "classifier")
+                      if cfg.val_n else None)
+        self.data = training_data(cfg, self.data_root)
+        out_dir.depend_data("training images", self.data, labels=False)
+        check_channels(extractor_net, cfg.extractor, self.data, "extractor")
+        self.extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
+        perceptual = _perceptual(cfg, self.extractor, perceptual_net, self.data)
+        generator, critic = self._build_gan(classifier)
+        self.preset, self.flip = augmenter(cfg, self.data)
+        betas = tuple(cfg.betas)
+        self.parts = GanParts(generator, critic,
+                              torch.optim.Adam(generator.parameters(), cfg.lr, betas),
+                              torch.optim.Adam(critic.parameters(), cfg.lr, betas),
+                              cfg.loss_weights(), self.extractor, perceptual, cfg.gan_mode)
+        self.amp_dtype = amp_dtype(cfg.amp)
+        self.monitor = _monitor(cfg, self.data_root, device, self.data, self.extractor,
+                                classifier, self.amp_dtype)
+
+    def _build_gan(self, classifier):
+        """G and D from the initial-weights stream, checked against the data and classifier."""
+        cfg, data = self.cfg, self.data
+        torch.manual_seed(epoch_seed(cfg.seed, 0, stream=_INIT_STREAM))  # initial weights
+        generator, critic = build_gan(cfg, data.channels, self.device)
+        check_purifier_shape(generator, first_images(data, 2, self.device), cfg.generator_name())
+        if classifier is not None:
+            check_defended(generator, classifier, cfg.classifier or cfg.extractor, data)
+        return generator, critic
+
+    def state(self) -> dict[str, Any]:
+        parts = self.parts
+        return {"modules": {"G": parts.generator, "D": parts.critic},
+                "optimizers": {"G": parts.opt_g, "D": parts.opt_d}}
+
+    def watched(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.parts.generator, "critic": self.parts.critic}
+
+    def start_epoch(self, epoch: int, gen: torch.Generator) -> None:
+        cfg = self.cfg  # the attack's random starts come from the epoch's generator
+        self.attack = make_attack(self.extractor, eps=cfg.eps, steps=cfg.steps,
+                                  step_size=cfg.step_size, random_start=cfg.random_start,
+                                  generator=gen, amp_dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
+        cfg, device, data = self.cfg, self.device, self.data
+        sums: dict[str, Any] = {}
+        n_seen = 0
+        autocast = lambda: amp_context(cfg.amp, device)  # noqa: E731  (a no-op for amp none)
+        batches = rl_data.batches(data, cfg.batch_size, shuffle=True, generator=gen,
+                                  augment=self.preset, device=device)
+        bar = progress_bar(batches, -(-len(data) // cfg.batch_size),
+                           f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
+        for i, (x, _labels) in enumerate(bar):  # labels are never used (self-supervised)
+            del _labels
+            if self.flip is not None:
+                x = self.flip(x, gen)
+            where = f"epoch {epoch + 1}, mini-batch {i + 1}"
+            try:
+                stats = train_step(self.parts, x, attack=self.attack, autocast=autocast,
+                                   where=where)
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"{exc}. {_kept(epoch)}") from None
+            b = x.shape[0]
+            n_seen += b
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) * b
+            bar.set_postfix(g=f"{stats['g_loss']:.3f}")
+        return {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
+
+    def after_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
+        metrics["images_per_second"] = round(len(self.data) / max(metrics["seconds"], 1e-9), 2)
+        metrics.update(self.monitor.score(self.parts.generator))
+        return False
+
+    def weights_diverged(self, epoch: int, bad: list[str]) -> TrainingDiverged:
+        """The losses can stay finite while a BatchNorm running_var overflows (e.g. at lr 1e6),
+        and the saved purifier would then output NaN in eval mode."""
+        more = " ..." if len(bad) > 4 else ""
+        return TrainingDiverged(f"the weights became non-finite in epoch {epoch + 1} "
+                                f"({', '.join(bad[:4])}{more}); the run stopped before saving "
+                                f"them. {_kept(epoch)}")
+
+    def save(self, out_dir: RunDir, metrics: dict[str, Any], epoch: int) -> None:
+        cfg, parts, n = self.cfg, self.parts, epoch + 1
+        self.monitor.grid(parts.generator, out_dir.path / f"grid_epoch{n}.png",
+                          title=f"{cfg.generator_name()} epoch {n}: perturbed / purified / clean")
+        meta = {"dataset": cfg.dataset, "image_size": cfg.image_size,
+                "config": out_dir.config_dict, "metrics": metrics,
+                "preset": cfg.preset_name() if cfg.weights is None else "custom",
+                "loss_weights": asdict(cfg.loss_weights()),
+                "extractor": {"checkpoint": cfg.extractor, "name": self.extractor_name,
+                              "n_blocks": cfg.extractor_blocks},
+                "attack": {"name": "feature-distortion", "eps": cfg.eps, "steps": cfg.steps,
+                           "step_size": cfg.attack_step(), "random_start": cfg.random_start}}
+        rl_models.save(parts.generator, out_dir.path / "purifier.safetensors", **meta)
+        rl_models.save(parts.critic, out_dir.path / "critic.safetensors", **meta)
 
 
 def _perceptual_net(cfg: PurifierConfig, device):
@@ -148,65 +211,8 @@ def _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtyp
     return Monitor(first_images(train_data, cfg.grid_n, device), None, attack, None, cfg.grid_n)
 
 
-def _epoch(cfg, parts, data, preset, flip, attack, gen, device, epoch, progress) -> dict[str, Any]:
-    sums: dict[str, Any] = {}
-    n_seen = 0
-    autocast = (lambda: amp_context(cfg.amp, device)) if cfg.amp != "none" else contextlib.nullcontext
-    n_batches = -(-len(data) // cfg.batch_size)
-    batches = rl_data.batches(data, cfg.batch_size, shuffle=True, generator=gen, augment=preset,
-                              device=device)
-    bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not progress, leave=False, dynamic_ncols=True)
-    for i, (x, _labels) in enumerate(bar):  # labels are never used (self-supervised)
-        del _labels
-        if flip is not None:
-            x = flip(x, gen)
-        where = f"epoch {epoch + 1}, mini-batch {i + 1}"
-        try:
-            stats = train_step(parts, x, attack=attack, autocast=autocast, where=where)
-        except TrainingDiverged as exc:
-            raise TrainingDiverged(f"{exc}. {_kept(epoch)}") from None
-        b = x.shape[0]
-        n_seen += b
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) * b
-        bar.set_postfix(g=f"{stats['g_loss']:.3f}")
-    return {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
-
-
 def _kept(epoch: int) -> str:
     """What is left after epoch ``epoch + 1`` diverged, and what to do."""
-    kept = f"The checkpoint of epoch {epoch} was kept" if epoch else "No checkpoint was written"
-    return f"{kept}; lower the learning rate (lr) and start again with --overwrite."
-
-
-def _check_weights(parts: GanParts, epoch: int) -> None:
-    """Stop when a parameter or buffer of G or D is non-finite: the losses can stay finite while
-    a BatchNorm running_var overflows (e.g. at lr 1e6), and the saved purifier would then output
-    NaN in eval mode."""
-    bad = [f"{who}.{key}" for who, module in (("generator", parts.generator),
-                                              ("critic", parts.critic))
-           for key in check_finite_module(module)]
-    if bad:
-        more = " ..." if len(bad) > 4 else ""
-        raise TrainingDiverged(f"the weights became non-finite in epoch {epoch + 1} "
-                               f"({', '.join(bad[:4])}{more}); the run stopped before saving "
-                               f"them. {_kept(epoch)}")
-
-
-def _save_epoch(cfg: PurifierConfig, out_dir: RunDir, parts: GanParts, monitor: Monitor,
-                metrics: dict[str, Any], epoch: int, extractor_name: str | None) -> None:
-    out_dir.append_metrics(metrics)
-    monitor.grid(parts.generator, out_dir.path / f"grid_epoch{epoch}.png",
-                 title=f"{cfg.generator_name()} epoch {epoch}: perturbed / purified / clean")
-    meta = {"dataset": cfg.dataset, "image_size": cfg.image_size, "config": out_dir.config_dict,
-            "metrics": metrics, "preset": cfg.preset_name() if cfg.weights is None else "custom",
-            "loss_weights": asdict(cfg.loss_weights()),
-            "extractor": {"checkpoint": cfg.extractor, "name": extractor_name,
-                          "n_blocks": cfg.extractor_blocks},
-            "attack": {"name": "feature-distortion", "eps": cfg.eps, "steps": cfg.steps,
-                       "step_size": cfg.attack_step(), "random_start": cfg.random_start}}
-    rl_models.save(parts.generator, out_dir.path / "purifier.safetensors", **meta)
-    rl_models.save(parts.critic, out_dir.path / "critic.safetensors", **meta)
-    save_state(out_dir.path / "last", modules={"G": parts.generator, "D": parts.critic},
-               optimizers={"G": parts.opt_g, "D": parts.opt_d}, epoch=epoch)
+    left = kept(epoch)
+    return (f"{left[0].upper()}{left[1:]}; lower the learning rate (lr) and start again with "
+            "--overwrite.")
