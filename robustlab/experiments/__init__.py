@@ -16,7 +16,7 @@ from .steps import Plan, Step, ref
 
 # the recipes register themselves
 from . import ssr_tables as _ssr_tables  # noqa: E402,F401
-from . import traffic_signs as _traffic_signs  # noqa: E402,F401
+from . import traffic_signs_tables as _traffic_signs_tables  # noqa: E402,F401
 
 __all__ = ["PRESETS", "RECIPES", "Claim", "Output", "Plan", "Recipe", "Step", "load_settings",
            "plan_for", "ref", "reproduce"]

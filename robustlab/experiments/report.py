@@ -59,10 +59,15 @@ def _vocabulary() -> str:
 
 
 def _section(recipe, doc: dict, folder: Path) -> str:
-    from .results import Results
+    """One recipe's part of the page: header, outputs, claims, steps, settings, provenance."""
+    out = [_header(recipe, doc), *_outputs(recipe, doc, folder), _claims(doc), _steps_table(doc),
+           f"<h3>Settings</h3><pre>{escape(json.dumps(doc['settings'], indent=1))}</pre>",
+           f"<h3>Provenance</h3><pre>{escape(json.dumps(doc['provenance'], indent=1))}</pre>",
+           "</section>"]
+    return "\n".join(part for part in out if part)
 
-    res = Results(doc, folder)
-    settings = from_dict(recipe.settings, doc["settings"])
+
+def _header(recipe, doc: dict) -> str:
     out = [f"<section id={escape(recipe.name)}><h2>{escape(doc['title'])}</h2>",
            f"<p>Recipe <code>{escape(recipe.name)}</code>, preset <b>{escape(doc['preset'])}</b>"
            f", reproducing <code>{escape(doc['report'])}</code>. "
@@ -70,8 +75,17 @@ def _section(recipe, doc: dict, folder: Path) -> str:
     if doc["preset"] == "smoke":
         out.append("<p class=fails><b>Smoke preset: every step at toy size. The numbers are "
                    "meaningless; they only show that the whole path runs.</b></p>")
-    for note in recipe.notes:
-        out.append(f"<p>{escape(note)}</p>")
+    out += [f"<p>{escape(note)}</p>" for note in recipe.notes]
+    return "\n".join(out)
+
+
+def _outputs(recipe, doc: dict, folder: Path) -> list[str]:
+    """Each output's heading, about line and table or embedded figure, rendered afresh."""
+    from .results import Results
+
+    res = Results(doc, folder)
+    settings = from_dict(recipe.settings, doc["settings"])
+    out = []
     for name in doc["outputs"]:
         o = recipe.outputs[name]
         out.append(f"<h3 id={escape(recipe.name)}-{escape(name)}>{escape(o.title)}</h3>")
@@ -82,17 +96,18 @@ def _section(recipe, doc: dict, folder: Path) -> str:
         except Exception as exc:  # one broken output must not hide the rest
             made = f"could not be rendered: {type(exc).__name__}: {exc}"
         out.append(_output_html(made))
+    return out
+
+
+def _claims(doc: dict) -> str:
+    """The list of the report's claims with their verdicts ("" when there are none)."""
     claims = doc.get("claims") or []
-    if claims:
-        items = "".join(
-            f"<li><span class={_verdict_class(c['verdict'])}><b>{escape(c['verdict'])}</b></span>"
-            f": {escape(c['claim'])} <small>({escape(c['why'])})</small></li>" for c in claims)
-        out.append(f"<h3>What holds and what does not</h3><ul class=claims>{items}</ul>")
-    out.append(_steps_table(doc))
-    out.append(f"<h3>Settings</h3><pre>{escape(json.dumps(doc['settings'], indent=1))}</pre>")
-    out.append(f"<h3>Provenance</h3><pre>{escape(json.dumps(doc['provenance'], indent=1))}</pre>")
-    out.append("</section>")
-    return "\n".join(out)
+    if not claims:
+        return ""
+    items = "".join(
+        f"<li><span class={_verdict_class(c['verdict'])}><b>{escape(c['verdict'])}</b></span>"
+        f": {escape(c['claim'])} <small>({escape(c['why'])})</small></li>" for c in claims)
+    return f"<h3>What holds and what does not</h3><ul class=claims>{items}</ul>"
 
 
 def _output_html(made: Any) -> str:

@@ -47,33 +47,48 @@ def reproduce(recipe_name: str, preset: str, out: str | Path, *, only: Sequence[
     over = dict(overrides or {})
     if seed is not None:
         over["seed"] = seed
-    prepared = []
-    for r in recipes:  # every recipe and preset checked before anything runs
-        settings = load_settings(r, preset, overrides=over)
-        prepared.append((r, settings, *plan_for(r, settings, only)))
+    prepared = _prepare(recipes, preset, over, only)
     out = Path(out)
     if dry_run:
         for r, settings, plan, outputs, steps in prepared:
-            say(describe_plan(r, preset, plan, outputs, steps, out / r.name if len(names) > 1
-                              else out))
+            say(describe_plan(r, preset, plan, outputs, steps, _where(out, r, len(names))))
         return {}
     _check_out(out, recipe_name, preset, overwrite)
     for r, settings, plan, outputs, steps in prepared:  # before any file is written
         _check_data(plan, steps, data_root)
-    results: dict[str, dict] = {}
     with Lock(out, is_dir=True, what=f"--out {out}"):
         write_json(out / MARKER, {"recipe": recipe_name, "preset": preset})
-        for r, settings, plan, outputs, steps in prepared:
-            where = out / r.name if len(names) > 1 else out
-            results[r.name] = _run_one(r, preset, settings, plan, outputs, steps, where,
-                                       data_root, device, jobs, progress, say, docs)
+        results = {r.name: _run_one(r, preset, settings, plan, outputs, steps,
+                                    _where(out, r, len(names)), data_root, device, jobs,
+                                    progress, say, docs)
+                   for r, settings, plan, outputs, steps in prepared}
         if len(names) > 1:
-            from .report import write_report
-
-            write_report(out / "report.html", [(RECIPES.get(n), d, out / n)
-                                               for n, d in results.items()])
-            say(f"report: {out / 'report.html'}")
+            _write_joint_report(out, results, say)
     return results if len(names) > 1 else results[names[0]]
+
+
+def _prepare(recipes: list[Recipe], preset: str, over: dict[str, Any],
+             only: Sequence[str]) -> list[tuple[Recipe, Any, Plan, list[str], list[str]]]:
+    """(recipe, settings, plan, outputs, steps) of each recipe: every recipe and preset is
+    checked before anything runs."""
+    prepared = []
+    for r in recipes:
+        settings = load_settings(r, preset, overrides=over)
+        prepared.append((r, settings, *plan_for(r, settings, only)))
+    return prepared
+
+
+def _where(out: Path, recipe: Recipe, n_recipes: int) -> Path:
+    """A recipe's folder: ``out`` itself, or ``out/NAME`` when several recipes share it."""
+    return out / recipe.name if n_recipes > 1 else out
+
+
+def _write_joint_report(out: Path, results: dict[str, dict], say: Callable[[str], None]) -> None:
+    """``out/report.html`` over every recipe's results (each also has its own)."""
+    from .report import write_report
+
+    write_report(out / "report.html", [(RECIPES.get(n), d, out / n) for n, d in results.items()])
+    say(f"report: {out / 'report.html'}")
 
 
 def _check_out(out: Path, recipe: str, preset: str, overwrite: bool) -> None:

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -52,44 +52,70 @@ def read_done(folder: Path) -> dict | None:
     return doc if doc.get("status") == "ok" else None
 
 
+@dataclass
+class _Progress:
+    """The outcomes so far, and the "[i/total] kind name: ..." line that reports each."""
+
+    plan: Plan
+    total: int
+    say: Callable[[str], None]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    count: int = 0  # steps finished, cached, failed or skipped so far
+
+    def blocked(self, name: str) -> str | None:
+        """The first step ``name`` needs that failed or was skipped, or None."""
+        for dep in self.plan.steps[name].needs:
+            o = self.outcomes.get(dep)
+            if o is not None and o.status in ("failed", "skipped"):
+                return dep
+        return None
+
+    def skip(self, name: str, dep: str) -> None:
+        self.finish(name, Outcome("skipped", error=f"skipped: needs {dep}"))
+
+    def finish(self, name: str, o: Outcome) -> None:
+        self.count += 1
+        self.outcomes[name] = o
+        s = self.plan.steps[name]
+        detail = {"ok": f"done in {o.seconds:.0f} s", "cached": "cached",
+                  "failed": f"FAILED: {o.error} (log: {o.log})",
+                  "skipped": o.error or "skipped"}[o.status]
+        self.say(f"[{self.count}/{self.total}] {s.kind} {name}: {detail}")
+
+
 def run_plan(plan: Plan, names: list[str], out: Path, *, data_root: str | None, device: str,
              jobs: int = 1, progress: bool = True,
              say: Callable[[str], None] = print) -> dict[str, Outcome]:
     """Run the steps ``names`` of ``plan`` (already closed under what they need) into ``out``."""
     where = {n: str(step_folder(out, plan.steps[n])) for n in plan.order}
-    outcomes: dict[str, Outcome] = {}
-    total = len(names)
-    pending = list(names)
-
-    def blocked(name: str) -> str | None:
-        for dep in plan.steps[name].needs:
-            o = outcomes.get(dep)
-            if o is not None and o.status in ("failed", "skipped"):
-                return dep
-        return None
-
-    def finish(i: int, name: str, o: Outcome) -> None:
-        outcomes[name] = o
-        s = plan.steps[name]
-        detail = {"ok": f"done in {o.seconds:.0f} s", "cached": "cached",
-                  "failed": f"FAILED: {o.error} (log: {o.log})",
-                  "skipped": o.error or "skipped"}[o.status]
-        say(f"[{i}/{total}] {s.kind} {name}: {detail}")
-
-    done_count = 0
+    prog = _Progress(plan, len(names), say)
     if jobs <= 1:
-        for name in pending:
-            done_count += 1
-            dep = blocked(name)
-            if dep:
-                finish(done_count, name, Outcome("skipped", error=f"skipped: needs {dep}"))
-                continue
-            s = plan.steps[name]
-            if read_done(Path(where[name])) is None:
-                say(f"[{done_count}/{total}] {s.kind} {name}: running ({s.about or s.kind})")
-            finish(done_count, name, run_step(s, where, data_root, device, progress))
-        return outcomes
+        _run_in_order(plan, names, where, prog, data_root, device, progress)
+    else:
+        _run_side_by_side(plan, names, where, prog, data_root, device, jobs)
+    return prog.outcomes
 
+
+def _run_in_order(plan: Plan, names: list[str], where: dict[str, str], prog: _Progress,
+                  data_root: str | None, device: str, progress: bool) -> None:
+    """One step after the other in this process, announcing each that is not cached."""
+    for name in names:
+        dep = prog.blocked(name)
+        if dep:
+            prog.skip(name, dep)
+            continue
+        s = plan.steps[name]
+        if read_done(Path(where[name])) is None:
+            prog.say(f"[{prog.count + 1}/{prog.total}] {s.kind} {name}: running "
+                     f"({s.about or s.kind})")
+        prog.finish(name, run_step(s, where, data_root, device, progress))
+
+
+def _run_side_by_side(plan: Plan, names: list[str], where: dict[str, str], prog: _Progress,
+                      data_root: str | None, device: str, jobs: int) -> None:
+    """Up to ``jobs`` worker processes; a step starts once every step it needs has ended (no
+    progress bars: the workers' would interleave)."""
+    pending = list(names)
     with ProcessPoolExecutor(jobs, mp_context=_spawn()) as pool:
         running: dict[Any, str] = {}
         while pending or running:
@@ -99,10 +125,9 @@ def run_plan(plan: Plan, names: list[str], out: Path, *, data_root: str | None, 
                 if any(d in pending or d in running.values() for d in plan.steps[name].needs):
                     continue
                 pending.remove(name)
-                dep = blocked(name)
+                dep = prog.blocked(name)
                 if dep:
-                    done_count += 1
-                    finish(done_count, name, Outcome("skipped", error=f"skipped: needs {dep}"))
+                    prog.skip(name, dep)
                     continue
                 running[pool.submit(run_step, plan.steps[name], where, data_root, device,
                                     False)] = name
@@ -110,9 +135,7 @@ def run_plan(plan: Plan, names: list[str], out: Path, *, data_root: str | None, 
                 continue
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
-                done_count += 1
-                finish(done_count, running.pop(fut), fut.result())
-    return outcomes
+                prog.finish(running.pop(fut), fut.result())
 
 
 def _spawn():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from ..defaults import step_text
 from .recipe import Claim, Output
@@ -137,8 +138,8 @@ def table4_adaptive(res: Results, s: Settings, _fig: Path) -> Table:
                  "whole pipeline (beyond the report)", cols, rows,
                  "robust accuracy (right clean and attacked)",
                  f"white-box (wb) through purifier and classifier, BPDA, AutoAttack; PGD-"
-                 f"{s.pgd_steps} step {step_text('pgd')} with random start; warnings: gradient-masking checks "
-                 f"(incl. PGD at eps {s.check_large_eps})")
+                 f"{s.pgd_steps} step {step_text('pgd')} with random start; warnings: "
+                 f"gradient-masking checks (incl. PGD at eps {s.check_large_eps})")
 
 
 def table5(res: Results, s: Settings, _fig: Path) -> Table:
@@ -262,83 +263,89 @@ def _se(p: float, n: int) -> float:
     return 100 * math.sqrt(max(p * (1 - p), 1e-4) / max(n, 1))
 
 
-def claims(res: Results, s: Settings) -> list[Claim]:
-    out = []
+def _n_scored(res: Results) -> int:
+    return res.result("score-crafted")["rows"][0]["n"]
 
-    def judge(claim: str, test) -> None:
+
+def _transfer(res: Results, s: Settings) -> tuple[str, str]:
+    drops = {m: _score(res, "fd16", f"none-{m}", "clean_acc") - _score(res, "fd16", f"none-{m}")
+             for m in ("vgg16", "resnet18")}
+    ok = all(d > 0.2 for d in drops.values())
+    return ("holds" if ok else "does not hold", "accuracy drop of FD from VGG19: " + ", ".join(
+        f"{NAMES[m]} {100 * d:.1f} points" for m, d in drops.items()))
+
+
+def _restores(res: Results, s: Settings) -> tuple[str, str]:
+    n = _n_scored(res)
+    a, b = _score(res, "fd16", "b3-resnet18"), _score(res, "fd16", "none-resnet18")
+    se = _se(a, n)
+    return ("holds" if 100 * (a - b) > 2 * se else "does not hold",
+            f"FD-16 on ResNet18: {100 * a:.1f}% with B3 vs {100 * b:.1f}% without "
+            f"(SE {se:.1f}, n {n})")
+
+
+def _beats(other: str, ex: str, what: str) -> Callable[[Results, Settings], tuple[str, str]]:
+    """The test that B3 beats defence ``other`` on ResNet18 under the examples ``ex``."""
+    def test(res: Results, s: Settings) -> tuple[str, str]:
+        n = _n_scored(res)
+        a, b = _score(res, ex, "b3-resnet18"), _score(res, ex, f"{other}-resnet18")
+        se, diff = _se(a, n), 100 * (a - b)
+        verdict = "holds" if diff > 2 * se else ("does not hold" if diff < -2 * se
+                                                 else "cannot be judged here")
+        return verdict, (f"{what} on ResNet18: B3 {100 * a:.1f}% vs {other} {100 * b:.1f}% "
+                         f"(SE {se:.1f}, n {n}; a difference within 2 SE is not judged)")
+    return test
+
+
+def _whitebox(res: Results, s: Settings) -> tuple[str, str]:
+    gray = _score(res, "pgd16", "b3-resnet18", "robust_acc")
+    white = _eval(res, "whitebox-b3-resnet18", "pgd16@white-box")
+    return ("holds" if white >= gray - 0.05 else "does not hold",
+            f"PGD-{s.pgd_steps} eps 16 robust accuracy of B3 + ResNet18: gray-box "
+            f"{100 * gray:.1f}%, white-box through the purifier {100 * white:.1f}%")
+
+
+def _flat(res: Results, s: Settings) -> tuple[str, str]:
+    pts = _curve(res, "sweep-steps-b3-gray-box")
+    spread = max(p[1] for p in pts) - min(p[1] for p in pts)
+    se = _se(pts[0][1] / 100, s.n_sweep)
+    return ("holds" if spread <= 2 * se else "does not hold",
+            f"gray-box accuracy over {len(pts)} step counts varies by {spread:.1f} points "
+            f"(SE {se:.1f})")
+
+
+def _best_preset(res: Results, s: Settings) -> tuple[str, str]:
+    fd = {k: _score(res, "fd16", f"{k}-resnet18") for k in ("a-l1", "b1", "b2", "b3")}
+    best = max(fd, key=fd.get)
+    se = _se(fd["b3"], _n_scored(res))
+    close = 100 * (fd[best] - fd["b3"]) <= 2 * se
+    return ("holds" if close else "does not hold", "FD-16 on ResNet18: " + ", ".join(
+        f"{PURIFIERS[k]} {100 * v:.1f}%" for k, v in fd.items()) + f" (SE {se:.1f})")
+
+
+CLAIMS = (
+    ("Feature distortion crafted on VGG19 transfers to VGG16 and ResNet18 (Table 1)", _transfer),
+    ("The purifier restores accuracy under feature distortion (Table 3)", _restores),
+    ("The purifier beats NRP under feature distortion (Table 3)", _beats("nrp", "fd16", "FD-16")),
+    ("The purifier beats adversarial training (AT PGD) under the report's PGD at eps 16 "
+     "(Table 4)", _beats("at-pgd", "pgd16-report", "report's PGD eps 16")),
+    ("The purifier's robustness survives an attacker who differentiates through it (not "
+     "claimed by the report; the field's standard test)", _whitebox),
+    ("More PGD iterations do not lower the purified accuracy (Fig. 4b)", _flat),
+    ("B + perceptual + L2 (B3) is the best of the ablation presets (Table 6)", _best_preset),
+)
+
+
+def claims(res: Results, s: Settings) -> list[Claim]:
+    """Each claim of CLAIMS judged from the numbers (a claim whose numbers are missing "cannot
+    be judged here")."""
+    out = []
+    for text, test in CLAIMS:
         try:
-            verdict, why = test()
+            verdict, why = test(res, s)
         except Missing as m:
             verdict, why = "cannot be judged here", str(m)
-        out.append(Claim(claim, verdict, why))
-
-    def n_scored() -> int:
-        return res.result("score-crafted")["rows"][0]["n"]
-
-    def transfer():
-        drops = {m: _score(res, "fd16", f"none-{m}", "clean_acc") - _score(res, "fd16",
-                                                                           f"none-{m}")
-                 for m in ("vgg16", "resnet18")}
-        ok = all(d > 0.2 for d in drops.values())
-        return ("holds" if ok else "does not hold",
-                "accuracy drop of FD from VGG19: " + ", ".join(
-                    f"{NAMES[m]} {100 * d:.1f} points" for m, d in drops.items()))
-
-    def restores():
-        n = n_scored()
-        a, b = _score(res, "fd16", "b3-resnet18"), _score(res, "fd16", "none-resnet18")
-        se = _se(a, n)
-        return ("holds" if 100 * (a - b) > 2 * se else "does not hold",
-                f"FD-16 on ResNet18: {100 * a:.1f}% with B3 vs {100 * b:.1f}% without "
-                f"(SE {se:.1f}, n {n})")
-
-    def beats(other: str, ex: str, what: str):
-        def test():
-            n = n_scored()
-            a, b = _score(res, ex, "b3-resnet18"), _score(res, ex, f"{other}-resnet18")
-            se = _se(a, n)
-            diff = 100 * (a - b)
-            verdict = "holds" if diff > 2 * se else ("does not hold" if diff < -2 * se
-                                                     else "cannot be judged here")
-            return verdict, (f"{what} on ResNet18: B3 {100 * a:.1f}% vs {other} {100 * b:.1f}% "
-                             f"(SE {se:.1f}, n {n}; a difference within 2 SE is not judged)")
-        return test
-
-    def whitebox():
-        gray = _score(res, "pgd16", "b3-resnet18", "robust_acc")
-        white = _eval(res, "whitebox-b3-resnet18", "pgd16@white-box")
-        return ("holds" if white >= gray - 0.05 else "does not hold",
-                f"PGD-{s.pgd_steps} eps 16 robust accuracy of B3 + ResNet18: gray-box "
-                f"{100 * gray:.1f}%, white-box through the purifier {100 * white:.1f}%")
-
-    def flat():
-        pts = _curve(res, "sweep-steps-b3-gray-box")
-        spread = max(p[1] for p in pts) - min(p[1] for p in pts)
-        se = _se(pts[0][1] / 100, s.n_sweep)
-        return ("holds" if spread <= 2 * se else "does not hold",
-                f"gray-box accuracy over {len(pts)} step counts varies by {spread:.1f} points "
-                f"(SE {se:.1f})")
-
-    def best_preset():
-        fd = {k: _score(res, "fd16", f"{k}-resnet18") for k in ("a-l1", "b1", "b2", "b3")}
-        best = max(fd, key=fd.get)
-        se = _se(fd["b3"], n_scored())
-        close = 100 * (fd[best] - fd["b3"]) <= 2 * se
-        return ("holds" if close else "does not hold",
-                "FD-16 on ResNet18: " + ", ".join(f"{PURIFIERS[k]} {100 * v:.1f}%"
-                                                   for k, v in fd.items()) + f" (SE {se:.1f})")
-
-    judge("Feature distortion crafted on VGG19 transfers to VGG16 and ResNet18 (Table 1)",
-          transfer)
-    judge("The purifier restores accuracy under feature distortion (Table 3)", restores)
-    judge("The purifier beats NRP under feature distortion (Table 3)",
-          beats("nrp", "fd16", "FD-16"))
-    judge("The purifier beats adversarial training (AT PGD) under the report's PGD at eps 16 "
-          "(Table 4)", beats("at-pgd", "pgd16-report", "report's PGD eps 16"))
-    judge("The purifier's robustness survives an attacker who differentiates through it "
-          "(not claimed by the report; the field's standard test)", whitebox)
-    judge("More PGD iterations do not lower the purified accuracy (Fig. 4b)", flat)
-    judge("B + perceptual + L2 (B3) is the best of the ablation presets (Table 6)", best_preset)
+        out.append(Claim(text, verdict, why))
     return out
 
 
