@@ -143,3 +143,31 @@ def write_idx(root: PathLike, n_train: int, n_test: int, gz: bool = True, layout
             else:
                 (folder / fname).write_bytes(data)
     return out
+
+
+def write_image_folder(root: PathLike, images: np.ndarray, labels: np.ndarray,
+                       split: str = "", ext: str = ".png") -> list[Path]:
+    """Your-own-data images: ROOT[/split]/<label>/<i:05d><ext> (PNG by default, written with PIL),
+    from uint8 (N, C, H, W) images with C 1 or 3. The folder loader visits classes in order and
+    each class's files by name, so it returns the samples stably sorted by label.
+    Returns the paths written, in the order of ``images``."""
+    from PIL import Image
+
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = Path(root) / split / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        hwc = np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(1, 2, 0))
+        path = folder / f"{i:05d}{ext}"
+        Image.fromarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_npz(path: PathLike, images: np.ndarray, labels: np.ndarray, **extra) -> Path:
+    """An .npz of the npz dataset: x uint8 (N, H, W, C) from (N, C, H, W) images, y labels, and
+    any ``extra`` arrays (class_names=...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.asarray(images).transpose(0, 2, 3, 1), y=np.asarray(labels), **extra)
+    return path

@@ -77,18 +77,55 @@ def _run_dirs(fx: Path) -> None:
     (fx / "run-nostate" / "last.json").unlink()
 
 
+def _own_data(fx: Path) -> None:
+    """Image folders and .npz files that cannot load (your own data, issue 13)."""
+    import numpy as np
+    from PIL import Image
+    from data_fixtures import write_image_folder, write_npz
+
+    one = np.zeros((1, 3, 8, 8), dtype=np.uint8)
+    (fx / "flat").mkdir()
+    Image.fromarray(one[0].transpose(1, 2, 0)).save(fx / "flat" / "a.png")  # no class folder
+    write_image_folder(fx / "empty-class", one, [0])
+    (fx / "empty-class" / "1").mkdir()
+    write_image_folder(fx / "broken", one, [0])
+    (fx / "broken" / "0" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    write_image_folder(fx / "splits", one, [0], split="train")
+    write_npz(fx / "labels.npz", np.zeros((4, 3, 8, 8), dtype=np.uint8), np.array([0, 1, 2, 5]),
+              class_names=np.array(["a", "b", "c"]))
+    torch.manual_seed(0)  # a classifier that records no dataset (no "evaluated on" warning)
+    rl.models.save(rl.models.create("small-cnn", num_classes=3, in_channels=3),
+                   fx / "own.safetensors")
+
+
+def _own_models(fx: Path) -> None:
+    """Models brought from elsewhere (issue 13): a state_dict, a pickled whole model, and a
+    checkpoint of user code (python:) whose module does not exist."""
+    torch.manual_seed(0)
+    clf = rl.models.create("small-cnn", num_classes=10, in_channels=3)
+    torch.save(clf.state_dict(), fx / "clf_sd.pt")
+    torch.save(clf, fx / "whole.pt")
+    doc = json.loads((fx / "clf.json").read_text())
+    shutil.copy(fx / "clf.safetensors", fx / "pyclf.safetensors")
+    (fx / "pyclf.json").write_text(json.dumps({**doc, "name": "python:rl_nowhere:build",
+                                               "code": "rl_nowhere"}))
+
+
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory) -> Path:
     fx = tmp_path_factory.mktemp("fixtures")
     _checkpoints(fx)
     _adversarial(fx)
     _run_dirs(fx)
+    _own_data(fx)
+    _own_models(fx)
     return fx
 
 
 TRAIN = ["train", "--dataset", "synthetic", "--model", "small-cnn", "--epochs", "1",
          "--subset", "32", "--batch-size", "16", "--val", "0", "--no-progress"]
 EVAL = ["evaluate", "--model", "{fx}/clf.safetensors", "--n", "8", "--no-progress"]
+OWN = ["evaluate", "--model", "{fx}/own.safetensors", "--n", "8", "--no-progress"]
 PURIFIER = ["train-purifier", "--dataset", "synthetic", "--epochs", "1", "--subset", "16",
             "--no-progress", "--out", "o"]
 CASES = {
@@ -181,6 +218,107 @@ CASES = {
                                 "{fx}/clf.safetensors"], "does not match"),
     "score unknown file": (["score", "--adv", "{fx}/nothing.safetensors", "--model",
                             "{fx}/clf.safetensors"], "nothing.safetensors"),
+    # your own data (issue 13): folders and .npz files that cannot load, options that do not fit
+    "folder without class folders": ([*OWN, "--dataset", "folder", "--data-root", "{fx}/flat"],
+                                     "flat has no class sub-folders (it holds 1 images directly"),
+    "folder with an empty class": ([*OWN, "--dataset", "folder", "--data-root",
+                                    "{fx}/empty-class"], "empty-class/1 holds no images"),
+    "folder with an unreadable image": ([*OWN, "--dataset", "folder", "--data-root", "{fx}/broken",
+                                         "--split", "train"],  # 2 images: all in train
+                                        "broken/0/bad.png is not a readable image"),
+    "folder with an empty test split": ([*OWN, "--dataset", "folder", "--data-root", "{fx}/broken"],
+                                        "broken is empty: the split sizes give it no image"),
+    "folder without --data-root": ([*OWN, "--dataset", "folder"],
+                                   "the folder dataset needs --data-root DIR"),
+    "folder split sizes with split folders": ([*OWN, "--dataset", "folder", "--data-root",
+                                               "{fx}/splits", "--split-sizes", "0.8,0.1,0.1"],
+                                              "split sizes apply only to a folder without them"),
+    "folder missing split": ([*OWN, "--dataset", "folder", "--data-root", "{fx}/splits"],
+                             "has no test/ sub-folder (it has train/)"),
+    "npz labels outside the classes": ([*OWN, "--dataset", "npz", "--data-root",
+                                        "{fx}/labels.npz"],
+                                       "labels go up to 5 but class_names names 3 classes"),
+    "evaluate split sizes on a built-in set": ([*EVAL, "--split-sizes", "0.5,0.2,0.3"],
+                                               "does not apply to synthetic"),
+    "evaluate cache dir on a built-in set": ([*EVAL, "--cache-dir", "c"],
+                                             "--cache-dir (cache_dir) does not apply to synthetic"),
+    "train channels 2": ([*TRAIN, "--channels", "2", "--out", "o"], "channels must be 1 or 3"),
+    "train split sizes over 1": ([*TRAIN, "--dataset", "folder", "--data-root", EMPTY,
+                                  "--split-sizes", "0.8,0.3,0.1", "--out", "o"],
+                                 "sum to at most 1"),
+    "train val split of a built-in set": ([*TRAIN, "--val", "split", "--out", "o"],
+                                          "synthetic has no val split"),
+    "pretrain channels 2": (["pretrain", "--dataset", "synthetic", "--model", "small-cnn",
+                             "--channels", "2", "--out", "o"], "channels must be 1 or 3"),
+    "purifier split sizes over 1": ([*PURIFIER, "--extractor", "{fx}/clf.safetensors",
+                                     "--split-sizes", "1,0.5,0.5"], "sum to at most 1"),
+    # your own model (issue 13): state_dicts, pickles, torchvision/timm/python: sources
+    "evaluate state_dict without --arch": (["evaluate", "--model", "{fx}/clf_sd.pt"],
+                                           "plain state_dict file (no robustlab sidecar): name "
+                                           "its network with --arch NAME"),
+    "evaluate pickled whole model": (["evaluate", "--model", "{fx}/whole.pt", "--arch",
+                                      "small-cnn"], "holds a pickled Python object (a whole "
+                                      "model?), not a state_dict; robustlab loads weights only"),
+    "evaluate state_dict of another arch": (["evaluate", "--model", "{fx}/clf_sd.pt", "--arch",
+                                             "vgg11", "--num-classes", "10"],
+                                            "does not fit vgg11 (num_classes=10, in_channels=3): "
+                                            "missing keys (48): blocks.0.1.bias"),
+    "evaluate state_dict class count": (["evaluate", "--model", "{fx}/clf_sd.pt", "--arch",
+                                         "small-cnn", "--num-classes", "7"],
+                                        "shape mismatches (2): head.4.bias: file (10,) vs "
+                                        "model (7,), head.4.weight: file (10, 200) vs model "
+                                        "(7, 200)"),
+    "evaluate an architecture name": (["evaluate", "--model", "small-cnn"],
+                                      "small-cnn is an architecture, not a checkpoint: give its "
+                                      "weights with --weights FILE"),
+    "evaluate timm without timm": (["evaluate", "--model", "timm:resnet18", "--dataset",
+                                    "synthetic"], "needs the optional package timm, which is not "
+                                   "installed: pip install 'robustlab[timm]'"),
+    "evaluate python without --trust-code": (["evaluate", "--model", "python:rl_nowhere:build",
+                                              "--dataset", "synthetic"],
+                                             "which robustlab does only when asked: pass "
+                                             "trust_code=True (command line: --trust-code"),
+    "evaluate python checkpoint untrusted": (["evaluate", "--model", "{fx}/pyclf.safetensors"],
+                                             "is built by user code from rl_nowhere "
+                                             "('python:rl_nowhere:build'), which robustlab runs "
+                                             "only when asked"),
+    "evaluate python checkpoint not importable": (["evaluate", "--model",
+                                                   "{fx}/pyclf.safetensors", "--trust-code"],
+                                                  "cannot import rl_nowhere"),
+    "evaluate unknown torchvision model": (["evaluate", "--model", "torchvision:resnt18"],
+                                           "unknown torchvision model 'resnt18'. Did you mean "
+                                           "torchvision:resnet18"),
+    "evaluate model flags with a checkpoint": ([*EVAL, "--num-classes", "10"],
+                                               "is a robustlab checkpoint, whose sidecar records "
+                                               "how to build it; drop --num-classes"),
+    "evaluate unknown normalization": (["evaluate", "--model", "torchvision:resnet18",
+                                        "--normalization", "imagenette"],
+                                       "unknown normalisation 'imagenette'. Did you mean "
+                                       "'imagenet'?"),
+    "evaluate state_dict as --source": ([*EVAL, "--attack", "pgd", "--threat", "transfer",
+                                         "--source", "{fx}/clf_sd.pt"],
+                                        "is a plain state_dict; make it a checkpoint first: "
+                                        "robustlab import-model"),
+    "evaluate robustbench without autoattack": ([*EVAL, "--attack", "pgd", "--format",
+                                                 "robustbench", "--out", "e.json"],
+                                                "add --attack autoattack"),
+    "evaluate robustbench without --out": ([*EVAL, "--attack", "autoattack", "--format",
+                                            "robustbench"], "give --out"),
+    "sweep state_dict without --arch": (["sweep", "--model", "{fx}/clf_sd.pt", "--values",
+                                         "0,0.1", "--out", "s"], "name its network with --arch"),
+    "import-model over a checkpoint": (["import-model", "{fx}/clf_sd.pt", "--arch", "small-cnn",
+                                        "--out", "{fx}/clf.safetensors"],
+                                       "already exists; pass --overwrite to replace it"),
+    "import-model for another dataset": (["import-model", "{fx}/clf_sd.pt", "--arch",
+                                          "small-cnn", "--dataset", "gtsrb", "--out",
+                                          "m.safetensors"],
+                                         "the model predicts 10 classes but gtsrb has 43"),
+    "import-model pickled whole model": (["import-model", "{fx}/whole.pt", "--arch", "small-cnn",
+                                          "--out", "m.safetensors"],
+                                         "torch.save(model.state_dict()"),
+    "import-model out not safetensors": (["import-model", "{fx}/clf_sd.pt", "--arch",
+                                          "small-cnn", "--out", "m.pt"],
+                                         "a checkpoint is X.safetensors"),
 }
 
 

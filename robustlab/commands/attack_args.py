@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from ..defaults import step_text
@@ -69,17 +70,51 @@ def check_used(args: argparse.Namespace, names: list[str], used: set[str]) -> No
             raise ConfigError(f"--attack-set {key}=... is not a setting of {', '.join(names)}")
 
 
-def load_checked(flag: str, path: str, kind: str):
-    """``robustlab.models.load(path, kind=kind)``; a CheckpointError names the flag it came from,
-    e.g. "--model: runs/ssr/purifier.safetensors is a purifier checkpoint, not a classifier; pass
-    it as --purifier"."""
+def model_source(args: argparse.Namespace | None):
+    """The ModelSource of the --model flags (add_model_source_args); empty without them."""
+    from ..models import ModelSource
+
+    if args is None:
+        return ModelSource()
+    sets = getattr(args, "model_arg", None)
+    return ModelSource(
+        arch=getattr(args, "arch", None), weights=getattr(args, "weights", None),
+        num_classes=getattr(args, "num_classes", None),
+        in_channels=getattr(args, "in_channels", None),
+        input_size=getattr(args, "input_size", None),
+        mean=_stats(getattr(args, "mean", None)), std=_stats(getattr(args, "std", None)),
+        normalization=getattr(args, "normalization", None), width=getattr(args, "width", None),
+        args=apply_sets({}, sets) if sets else {},
+        trust_code=bool(getattr(args, "trust_code", False)))
+
+
+def _stats(values):
+    return None if values is None else tuple(float(v) for v in values)
+
+
+def load_checked(flag: str, path: str, kind: str, args: argparse.Namespace | None = None):
+    """The module ``path`` names for ``flag``: for --model (given ``args``), anything
+    ``robustlab.models.open_model`` takes with the model flags (a checkpoint, a state_dict with
+    --arch, torchvision:/timm:/python: with --weights); for other flags a checkpoint of ``kind``
+    (--trust-code applies to all). An error names the flag it came from, e.g. "--model:
+    runs/ssr/purifier.safetensors is a purifier checkpoint, not a classifier; pass it as
+    --purifier"."""
     from .. import models as rl_models
     from ..errors import CheckpointError
 
+    trust = bool(getattr(args, "trust_code", False))
+    if flag != "--model" and Path(path).suffix in rl_models.sources.STATE_DICT_SUFFIXES:
+        raise ConfigError(f"{flag}: {path} is a plain state_dict; make it a checkpoint first: "
+                          f"robustlab import-model {path} --arch NAME --out "
+                          f"{Path(path).with_suffix('.safetensors')}")
     try:
-        return rl_models.load(path, kind=kind)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{flag}: {exc}") from None
+        if kind == "classifier" and flag == "--model":
+            return rl_models.open_model(path, model_source(args))
+        if kind == "classifier":
+            return rl_models.open_model(path, rl_models.ModelSource(trust_code=trust))
+        return rl_models.load(path, kind=kind, trust_code=trust)
+    except (CheckpointError, ConfigError) as exc:
+        raise type(exc)(f"{flag}: {exc}") from None
 
 
 def load_models(args: argparse.Namespace, model_path: str):
@@ -88,14 +123,15 @@ def load_models(args: argparse.Namespace, model_path: str):
     from .. import models as rl_models
     from ..purifiers import Purified
 
-    classifier = load_checked("--model", model_path, "classifier")
-    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
+    classifier = load_checked("--model", model_path, "classifier", args)
+    purifier = load_checked("--purifier", args.purifier, "purifier", args) if args.purifier \
+        else None
     model = Purified(purifier, classifier) if purifier is not None else classifier
-    source = load_checked("--source", args.source, "classifier") if args.source else None
+    source = load_checked("--source", args.source, "classifier", args) if args.source else None
 
     def extractor():  # built only when an attack needs it
-        base = load_checked("--extractor", args.extractor, "classifier") if args.extractor \
-            else classifier
+        base = load_checked("--extractor", args.extractor, "classifier", args) \
+            if args.extractor else classifier
         return rl_models.feature_extractor(base, args.extractor_blocks)
 
     return model, source, extractor

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..defaults import step_text
-from .common import add_data_args, add_runtime_args, apply_sets, number, numbers, size
+from .common import (add_data_args, add_runtime_args, apply_sets, data_settings, number, numbers,
+                     size, val_size)
 
 NAME = "compare-pretraining"
 ORDER = 13
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     p.add_argument("--subset", type=size,
                    help="train (both stages) on a count or fraction of the split")
-    p.add_argument("--val", type=size, default=0.1, help="validation hold-out (both stages)")
+    p.add_argument("--val", type=val_size, default=0.1,
+                   help="validation hold-out (both stages), or 'split' (folder/npz)")
     p.add_argument("--pretrain-method", default="a2s", help="simclr, a2a, a2s or dual-bn")
     p.add_argument("--pretrain-epochs", type=int, default=10, help="the seed report's 10")
     p.add_argument("--pretrain-batch-size", type=int, default=256)
@@ -63,6 +65,8 @@ def build_configs(args: argparse.Namespace):
               "val": args.val, "seed": args.seed}
     if args.subset is not None:
         shared["subset"] = args.subset
+    if data_settings(args):
+        shared["data"] = data_settings(args)
     pre = apply_sets({**shared, "method": args.pretrain_method, "epochs": args.pretrain_epochs,
                       "batch_size": args.pretrain_batch_size,
                       "optimizer": args.pretrain_optimizer, "lr": args.pretrain_lr},

@@ -9,17 +9,22 @@ from pathlib import Path
 
 from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
                           load_models, settings_for)
-from .common import add_data_args, add_runtime_args
+from .robustbench import autoattack_spec, info_path, model_info
+from .common import add_data_args, add_model_source_args, add_runtime_args
 
 log = logging.getLogger("robustlab")
 
 NAME = "evaluate"
 ORDER = 20
-HELP = "evaluate a checkpoint clean and under attacks and threat models"
+HELP = ("evaluate a classifier (a checkpoint, a state_dict, a torchvision/timm network or your "
+        "own) clean and under attacks and threat models")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="classifier checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, help="classifier: a checkpoint (.safetensors), a "
+                   "state_dict file with --arch, or torchvision:NAME, timm:NAME, "
+                   "python:MODULE:FACTORY (with --weights)")
+    add_model_source_args(p)
     add_data_args(p, split=True)
     p.add_argument("--attack", action="append", default=[],
                    help="attack name, repeatable (see `robustlab list attacks`)")
@@ -36,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adv", help="score saved adversarial examples instead of attacking")
     add_runtime_args(p)
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--format", choices=["robustlab", "robustbench"], default="robustlab",
+                   help="robustbench: also write RobustBench's model-info JSON beside --out "
+                   "(eval.json -> eval.robustbench.json; needs --attack autoattack)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     check_counts(args)
     device = resolve_device(args.device)
     if args.adv:
+        if args.format != "robustlab":
+            from ..errors import ConfigError
+
+            raise ConfigError("--format robustbench reports an AutoAttack run, not saved "
+                              "examples (--adv)")
         return _score_saved(args, device)
     specs, needs_extractor = _specs(args)
+    aa_spec = autoattack_spec(specs, args.format, args.out)
     model, source, extractor = load_models(args, args.model)
     extractor_net = extractor() if needs_extractor else None  # its file is checked before the data
     dataset = dataset_of(args.dataset, model)
@@ -56,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         result = _evaluate(args, model, ds, specs, device, source, extractor_net)
         if not world().main:  # under torchrun only rank 0 writes and prints
             return 0
-        out = _results_doc(args, dataset, result)
-        outputs.write(lambda: _write(args, ds, result, dataset, out), keep=out)
+        out = _results_doc(args, dataset, result, model)
+        info = model_info(args, model, dataset, result, aa_spec) if aa_spec else None
+        outputs.write(lambda: _write(args, ds, result, dataset, out, info), keep=out)
     _print_summary(out, result.warnings)
     return 0
 
@@ -72,9 +87,11 @@ def _evaluate(args: argparse.Namespace, model, ds, specs, device, source, extrac
                     keep_adv=bool(args.save_adv))
 
 
-def _results_doc(args: argparse.Namespace, dataset: str, result) -> dict:
+def _results_doc(args: argparse.Namespace, dataset: str, result, model=None) -> dict:
     """The --out document: the checkpoints and data evaluated, then the results."""
-    out = {"model": args.model, "purifier": args.purifier, "source": args.source,
+    origin = getattr(getattr(model, "classifier", model), "robustlab_origin", None)
+    out = {"model": args.model, **({"model_source": origin} if origin else {}),
+           "purifier": args.purifier, "source": args.source,
            "extractor": args.extractor, "dataset": dataset, "split": args.split,
            **result.to_dict()}
     if args.save_adv:
@@ -83,13 +100,16 @@ def _results_doc(args: argparse.Namespace, dataset: str, result) -> dict:
     return out
 
 
-def _write(args: argparse.Namespace, ds, result, dataset: str, out: dict) -> None:
+def _write(args: argparse.Namespace, ds, result, dataset: str, out: dict,
+           info: dict | None = None) -> None:
     from .._io import write_json
 
     if args.save_adv:
         _save_adv(args, ds, result, dataset)
     if args.out:
         write_json(args.out, out)
+    if info is not None:  # RobustBench's model-info JSON, beside the results
+        write_json(info_path(args.out), info)
 
 
 def _print_summary(out: dict, warnings: list[dict]) -> None:
@@ -159,13 +179,20 @@ def _load_data(args: argparse.Namespace, dataset: str, model):
     from .. import data as rl_data
     from ..errors import InputError
 
-    ds = rl_data.load(dataset, args.split, root=args.data_root)
+    from .common import data_load_args
+
+    ds = rl_data.load(dataset, args.split, root=args.data_root,
+                      **data_load_args(args, dataset, model))
     if ds.channels != model.in_channels:
         raise InputError(f"{dataset} has {ds.channels}-channel images but {args.model} expects "
-                         f"{model.in_channels} channels")
+                         f"{model.in_channels} channels (convert them with --channels "
+                         f"{model.in_channels})")
     if ds.num_classes != model.num_classes:
+        built = getattr(getattr(model, "classifier", model), "robustlab_origin", None) or {}
+        hint = f" (build it with --num-classes {ds.num_classes})" if built and \
+            not built.get("weights") else ""  # a count read from weights is theirs
         raise InputError(f"{dataset} has {ds.num_classes} classes but {args.model} predicts "
-                         f"{model.num_classes}")
+                         f"{model.num_classes}{hint}")
     return ds
 
 
@@ -187,9 +214,9 @@ def _score_saved(args, device) -> int:
     from .outputs import Outputs
 
     x_adv, y, x, side = load_adversarial(args.adv)
-    model = load_checked("--model", args.model, "classifier")
+    model = load_checked("--model", args.model, "classifier", args)
     if args.purifier:
-        model = Purified(load_checked("--purifier", args.purifier, "purifier"), model)
+        model = Purified(load_checked("--purifier", args.purifier, "purifier", args), model)
     with Outputs(file=args.out) as outputs:
         if args.n is not None:
             x_adv, y, x = x_adv[:args.n], y[:args.n], x[:args.n]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_args, add_optim_args, add_run_args, config_from_args, number, size
+from .common import (add_data_args, add_optim_args, add_run_args, config_from_args, data_settings,
+                     number, size, val_size)
 
 NAME = "pretrain"
 ORDER = 12
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_optim_args(p)
     p.add_argument("--subset", type=size,
                    help="pre-train on a count (20000) or fraction of the split")
-    p.add_argument("--val", type=size, help="hold-out kept away from pre-training, as in `train`")
+    p.add_argument("--val", type=val_size,
+                   help="hold-out kept away from pre-training, as in `train` (or 'split')")
     p.add_argument("--augment", help="view augmentation preset (default: simclr, or simclr-signs "
                    "for data that must not be flipped)")
     p.add_argument("--temperature", type=float, help="NT-Xent temperature (default 0.5)")
@@ -44,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace):
     from ..training.contrastive.config import PretrainConfig
 
-    cfg = config_from_args(args, _FIELDS, ("dataset", "model"))
+    extra = {"data": data_settings(args)} if data_settings(args) else None
+    cfg = config_from_args(args, _FIELDS, ("dataset", "model"), extra)
     return PretrainConfig.from_dict(cfg)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_runtime_args
+from .common import add_model_source_args, add_runtime_args
 from .sweep import named
 
 NAME = "score"
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="adversarial-examples file (repeatable)")
     p.add_argument("--model", action="append", required=True, type=named, metavar="[NAME=]CKPT",
                    help="a model to score on (repeatable)")
+    add_model_source_args(p)
     p.add_argument("--batch-size", type=int, default=256)
     add_runtime_args(p)
     p.add_argument("--out", help="output prefix: writes PREFIX.csv and PREFIX.json")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_counts(args)
     device = resolve_device(args.device)
-    models = {name: load_checked("--model", path, "classifier") for name, path in args.model}
+    models = {name: load_checked("--model", path, "classifier", args) for name, path in args.model}
     examples = {name: load_adversarial(path) for name, path in args.adv}  # checked before work
     with Outputs(prefix=args.out) as outputs:
         rows = score_rows(models, {k: v[:3] for k, v in examples.items()},

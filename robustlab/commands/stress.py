@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .common import add_data_args, add_runtime_args, numbers
+from .common import add_data_args, add_model_source_args, add_runtime_args, data_load_args, numbers
 
 NAME = "stress"
 ORDER = 35
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", action="append", required=True, type=named, metavar="[NAME=]CKPT",
                    help="a trained classifier (repeatable); NAME labels its line and table row")
+    add_model_source_args(p)
     add_data_args(p, split=True)
     p.add_argument("--eps", type=numbers, default=numbers("0,2/255,4/255,8/255,12/255,16/255"),
                    help="eps values of the FGSM and PGD curves (0 is clean accuracy)")
@@ -54,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from .sweep import markdown
 
     _check_flags(args)
-    models, info = _load_models(args.model)
+    models, info = _load_models(args.model, args)
     dataset = _dataset_name(args, models)
     common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size,
                   device=resolve_device(args.device), progress=not args.no_progress)
     out = Path(args.out)
     with Outputs(dir=args.out) as outputs:
-        ds = _load(dataset, args)
+        ds = _load(dataset, args, next(iter(models.values())))
         curves = _measure(args, models, info, ds, common)
         if not world().main:  # under torchrun only rank 0 writes and prints
             return 0
@@ -135,7 +136,8 @@ def _write(out: Path, curves: dict, titles: dict, table: str, info: dict, doc: d
     write_json(out / "stress.json", doc)
 
 
-def _load_models(named: list[tuple[str, str]]) -> tuple[dict, dict[str, dict[str, Any]]]:
+def _load_models(named: list[tuple[str, str]], args: argparse.Namespace | None = None
+                 ) -> tuple[dict, dict[str, dict[str, Any]]]:
     """name -> model, and name -> what the table shows (checkpoint, method, training eps)."""
     from ..errors import ConfigError
     from .attack_args import load_checked
@@ -144,7 +146,7 @@ def _load_models(named: list[tuple[str, str]]) -> tuple[dict, dict[str, dict[str
     for name, path in named:
         if name in models:
             raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
-        models[name] = load_checked("--model", path, "classifier")
+        models[name] = load_checked("--model", path, "classifier", args)
         cfg = getattr(models[name], "robustlab_meta", {}).get("meta", {}).get("config", {}) or {}
         info[name] = {"checkpoint": str(path), "method": cfg.get("method", "?"),
                       "train_eps": _train_eps(cfg), "dataset": cfg.get("dataset")}
@@ -181,10 +183,11 @@ def _dataset_name(args: argparse.Namespace, models: dict) -> str:
     return dataset
 
 
-def _load(dataset: str, args: argparse.Namespace):
+def _load(dataset: str, args: argparse.Namespace, model):
     from .. import data as rl_data
 
-    return rl_data.load(dataset, args.split, root=args.data_root)
+    return rl_data.load(dataset, args.split, root=args.data_root,
+                        **data_load_args(args, dataset, model))
 
 
 def clean_table(info: dict[str, dict[str, Any]]) -> str:

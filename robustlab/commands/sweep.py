@@ -5,7 +5,7 @@ import argparse
 
 from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
                           settings_for)
-from .common import add_data_args, add_runtime_args, numbers
+from .common import add_data_args, add_model_source_args, add_runtime_args, data_load_args, numbers
 from .evaluate import check_counts, dataset_of
 
 NAME = "sweep"
@@ -26,7 +26,9 @@ def named(text: str) -> tuple[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, type=named, metavar="[NAME=]CKPT",
-                   help="a model to sweep (repeatable)")
+                   help="a model to sweep (repeatable): a checkpoint, or what evaluate's --model "
+                   "takes, built with the model flags below")
+    add_model_source_args(p)
     add_data_args(p, split=True)
     p.add_argument("--attack", action="append", default=None,
                    help="attack name, repeatable (default: pgd); one curve per model and attack")
@@ -56,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     dataset = dataset_of(args.dataset, first)
     for m in list(models.values())[1:]:  # each model trained elsewhere is worth a warning
         dataset_of(dataset, m)
-    source = load_checked("--source", args.source, "classifier") if args.source else None
+    source = load_checked("--source", args.source, "classifier", args) if args.source else None
     extractor = _extractor(args, attacks, first)
     with Outputs(prefix=args.out) as outputs:
-        ds = rl_data.load(dataset, args.split, root=args.data_root)
+        ds = rl_data.load(dataset, args.split, root=args.data_root,
+                          **data_load_args(args, dataset, first))
         rows = sweep(models, ds, attacks, param=args.param, values=args.values,
                      attack_settings=settings, threat=args.threat, n=args.n, seed=args.seed,
                      batch_size=args.batch_size, device=resolve_device(args.device),
@@ -102,12 +105,13 @@ def _load_models(args: argparse.Namespace) -> dict:
     from ..errors import ConfigError
     from ..purifiers import Purified
 
-    purifier = load_checked("--purifier", args.purifier, "purifier") if args.purifier else None
+    purifier = load_checked("--purifier", args.purifier, "purifier", args) if args.purifier \
+        else None
     models = {}
     for name, path in args.model:
         if name in models:
             raise ConfigError(f"two models are named {name!r}; use NAME=CKPT")
-        m = load_checked("--model", path, "classifier")
+        m = load_checked("--model", path, "classifier", args)
         models[name] = Purified(purifier, m) if purifier is not None else m
     return models
 
@@ -120,7 +124,7 @@ def _extractor(args: argparse.Namespace, attacks: list[str], first):
 
     if not any(rl_attacks.ATTACKS.get(a).model_role == "extractor" for a in attacks):
         return None
-    base = (load_checked("--extractor", args.extractor, "classifier") if args.extractor
+    base = (load_checked("--extractor", args.extractor, "classifier", args) if args.extractor
             else getattr(first, "classifier", first))
     return rl_models.feature_extractor(base, args.extractor_blocks)
 

@@ -5,7 +5,8 @@ import argparse
 import json
 
 from ..defaults import step_text
-from .common import add_data_args, add_optim_args, add_run_args, config_from_args, number, size
+from .common import (add_data_args, add_optim_args, add_run_args, config_from_args, data_settings,
+                     number, size, val_size)
 
 NAME = "train"
 ORDER = 10
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     add_optim_args(p)
     p.add_argument("--subset", type=size, help="train on a count (20000) or fraction (0.3) of the split")
-    p.add_argument("--val", type=size, help="validation hold-out: count or fraction (0 for none)")
+    p.add_argument("--val", type=val_size, help="validation hold-out: count or fraction (0 for "
+                   "none), or 'split': the dataset's own validation split (folder/npz)")
     p.add_argument("--augment", help="augmentation preset (default: the dataset's)")
     p.add_argument("--method", help="training method (see `robustlab list methods`)")
     g = p.add_argument_group("adversarial training (become method_args; see `robustlab list "
@@ -65,6 +67,8 @@ def build_config(args: argparse.Namespace):
                   if getattr(args, flag)})
     if args.from_scratch:
         extra["model_kwargs"] = {"pretrained": False}
+    if data_settings(args):
+        extra["data"] = data_settings(args)
     cfg = config_from_args(args, _FIELDS, ("dataset", "model"), extra)
     return from_dict(TrainConfig, cfg, where="training config")
 

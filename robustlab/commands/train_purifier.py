@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..defaults import step_text
-from .common import add_data_args, add_run_args, config_from_args, number, size
+from .common import add_data_args, add_run_args, config_from_args, data_settings, number, size
 
 NAME = "train-purifier"
 ORDER = 15
@@ -22,7 +22,7 @@ _FIELDS = ("dataset", "arch", "critic", "preset", "width", "extractor", "extract
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of purifier settings (flags override it)")
-    add_data_args(p)
+    add_data_args(p, with_size=False)  # the image side is --image-size
     p.add_argument("--arch", help="purifier (see `robustlab list purifiers`; default: the preset's)")
     p.add_argument("--critic", help="critic (see `robustlab list critics`; default: the preset's)")
     p.add_argument("--preset", help="loss preset (see `robustlab list loss-presets`; default B3, "
@@ -59,7 +59,8 @@ def build_config(args: argparse.Namespace):
     from ..config import from_dict
     from ..training.purifier.config import PurifierConfig
 
-    cfg = config_from_args(args, _FIELDS, ("dataset", "extractor"))
+    extra = {"data": data_settings(args)} if data_settings(args) else None
+    cfg = config_from_args(args, _FIELDS, ("dataset", "extractor"), extra)
     return from_dict(PurifierConfig, cfg, where="purifier config")
 
 

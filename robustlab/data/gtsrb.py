@@ -102,16 +102,17 @@ def _decode_all(files: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, n
     return images, np.array([lab for _, lab in files], dtype=np.int64)
 
 
-def read(root: Optional[Path], split: str, size: int) -> Raw:
-    """Read the ``split`` images under ``root``, resized to ``size`` x ``size``, via the cache."""
+def read(root: Optional[Path], split: str, size: int, *, cache_dir: Optional[str] = None) -> Raw:
+    """Read the ``split`` images under ``root``, resized to ``size`` x ``size``, via the cache
+    (beside the data, or in ``cache_dir``)."""
     base = _base(Path(root))
     files = _train_files(base) if split == "train" else _test_files(base)
     extra = [base / TEST_CSV] if split == "test" else []
     key = gtsrb_cache.key([f for f, _ in files] + extra, base, split, size)
-    cached = gtsrb_cache.load(base, split, size, key)
+    cached = gtsrb_cache.load(base, split, size, key, cache_dir)
     if cached is None:
         cached = _decode_all(files, size)
-        gtsrb_cache.save(base, split, size, key, *cached)
+        gtsrb_cache.save(base, split, size, key, *cached, where=cache_dir)
     images, labels = cached
     return Raw(torch.from_numpy(images), torch.from_numpy(labels))
 
@@ -126,6 +127,7 @@ register(DatasetSpec(
     name="gtsrb", num_classes=43, channels=3, class_names=CLASSES,
     mean=(0.3403, 0.3121, 0.3214), std=(0.2724, 0.2608, 0.2669), flip_ok=False,
     default_augment="gtsrb", read=read, download=_download, sized_by_reader=True,
+    options=("cache_dir",),
     expect="gtsrb/GTSRB/Training/<00000..00042>/*.ppm (train) or gtsrb/GTSRB/Final_Test/Images/"
            f"*.ppm with gtsrb/{TEST_CSV} (test)",
 ), help="GTSRB: 52k traffic signs resized to 32x32, 43 classes; never flipped (mirror-image classes)")

@@ -31,15 +31,19 @@ def key(files: list[Path], base: Path, split: str, size: int) -> str:
     return h.hexdigest()
 
 
-def _paths(base: Path, split: str, size: int) -> list[Path]:
+def _paths(base: Path, split: str, size: int, where: Optional[str] = None) -> list[Path]:
+    """Beside the data, then the download cache; only ``where`` (--cache-dir) when given."""
     name = f"{split}-{size}.npz"
     tag = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
+    if where is not None:
+        return [Path(where).expanduser() / "gtsrb-cache" / tag / name]
     return [base / "robustlab-cache" / name, cache_dir() / "gtsrb-cache" / tag / name]
 
 
-def load(base: Path, split: str, size: int, expect_key: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def load(base: Path, split: str, size: int, expect_key: str,
+         where: Optional[str] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The cached (images, labels) if a cache with the same key is readable, else None."""
-    for path in _paths(base, split, size):
+    for path in _paths(base, split, size, where):
         if not path.is_file():
             continue
         try:
@@ -59,9 +63,9 @@ def load(base: Path, split: str, size: int, expect_key: str) -> Optional[tuple[n
 
 
 def save(base: Path, split: str, size: int, cache_key: str, images: np.ndarray,
-         labels: np.ndarray) -> Optional[Path]:
+         labels: np.ndarray, where: Optional[str] = None) -> Optional[Path]:
     """Write the cache atomically to the first writable location; None (and a log line) if none is."""
-    for path in _paths(base, split, size):
+    for path in _paths(base, split, size, where):
         try:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:  # a file handle: np.savez would append .npz to a name

@@ -66,3 +66,28 @@ def channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
     if channels == 1:
         return ((sum(w * m for w, m in zip(LUMA, mean)),), (sum(w * s for w, s in zip(LUMA, std)),))
     raise ConfigError(f"cannot convert {len(mean)}-channel statistics to {channels} channels")
+
+
+def mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images, in [0, 1] units
+    (the statistics of a Normalize layer for data that brings none). A constant channel gets
+    std 1/255, so normalising never divides by zero."""
+    c = images.shape[1]
+    total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    for i in range(0, images.shape[0], _CHUNK):
+        x = images[i:i + _CHUNK].to(torch.float64).div_(255)
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+    count = max(1, images.shape[0] * images.shape[2] * images.shape[3])
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_(min=0).sqrt_().clamp_(min=1 / 255)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def same_channels(images: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
+    """uint8 (C, H, W) images with 1 or 3 channels -> all 3 when any is colour (grey repeated),
+    else all 1; returns them and how many grey images were repeated to RGB."""
+    if all(im.shape[0] == images[0].shape[0] for im in images):
+        return images, 0
+    grey = sum(1 for im in images if im.shape[0] == 1)
+    return [im.repeat(3, 1, 1) if im.shape[0] == 1 else im for im in images], grey

@@ -47,21 +47,22 @@ def run_download(spec: DatasetSpec, split: str, dest: Path) -> None:
     spec.download(dest, split)
 
 
-def _explicit(spec: DatasetSpec, split: str, root: Path, size: int) -> Raw:
+def _explicit(spec: DatasetSpec, split: str, root: Path, size: int, options: dict) -> Raw:
     if not root.is_dir():
         raise DataError(f"data root {root} is not a directory; pass --data-root DIR containing "
                         f"{spec.expect}")
     try:
-        return spec.read(root, split, size)
+        return spec.read(root, split, size, **options)
     except DataMissing as e:
         raise DataError(f"data root {root} does not contain {spec.name} ({split} split): {e}. "
                         f"Expected inside it: {spec.expect}") from None
 
 
-def _download_step(spec: DatasetSpec, split: str, size: int, download: bool) -> tuple[Raw | None, str]:
+def _download_step(spec: DatasetSpec, split: str, size: int, download: bool,
+                   options: dict) -> tuple[Raw | None, str]:
     cache = cache_dir()
     try:  # an earlier download may already be there
-        return spec.read(cache, split, size), ""
+        return spec.read(cache, split, size, **options), ""
     except DataMissing as e:
         not_cached = str(e)
     if not download:
@@ -76,16 +77,18 @@ def _download_step(spec: DatasetSpec, split: str, size: int, download: bool) -> 
     except Exception as e:  # network errors come in many types; report, do not crash
         return None, f"download failed: {type(e).__name__}: {e}"
     try:
-        return spec.read(cache, split, size), ""
+        return spec.read(cache, split, size, **options), ""
     except DataMissing as e:
         return None, f"download finished but the files are not there: {e}"
 
 
 def resolve(spec: DatasetSpec, split: str, root: Optional[str | os.PathLike], size: int,
-            download: bool = True) -> Raw:
-    """Read ``spec``'s ``split`` from the first location that has it (see the module docstring)."""
+            download: bool = True, options: Optional[dict] = None) -> Raw:
+    """Read ``spec``'s ``split`` from the first location that has it (see the module docstring);
+    ``options`` go to its reader (e.g. gtsrb's cache_dir)."""
+    options = options or {}
     if root is not None:
-        return _explicit(spec, split, Path(root).expanduser(), size)
+        return _explicit(spec, split, Path(root).expanduser(), size, options)
     tried = []
     for loc in SYSTEM_LOCATIONS.get(spec.name, []):
         path = Path(loc)
@@ -93,10 +96,10 @@ def resolve(spec: DatasetSpec, split: str, root: Optional[str | os.PathLike], si
             tried.append(f"{path}: does not exist")
             continue
         try:
-            return spec.read(path, split, size)
+            return spec.read(path, split, size, **options)
         except DataMissing as e:
             tried.append(f"{path}: {e}")
-    raw, why = _download_step(spec, split, size, download)
+    raw, why = _download_step(spec, split, size, download, options)
     if raw is not None:
         return raw
     system = "; ".join(tried) if tried else "none known for this dataset"

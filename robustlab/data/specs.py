@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -22,10 +22,17 @@ class Raw:
     images: torch.Tensor  # uint8 (N, C, H, W)
     labels: torch.Tensor  # int64 (N,)
     class_names: Optional[tuple[str, ...]] = None  # read from the files when they carry them
+    # data that brings its own classes and statistics (``DatasetSpec.from_data``) sets these
+    num_classes: Optional[int] = None
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
 
 
-# read(location, split, size) -> Raw; raises DataMissing (not here) or DataError (here but broken)
-Reader = Callable[[Optional[Path], str, int], Raw]
+# read(location, split, size, **options) -> Raw; raises DataMissing (not here) or DataError (here
+# but broken). ``options`` are the load options the spec lists (split_sizes, cache_dir, ...).
+Reader = Callable[..., Raw]
+# describe(location, size, **options) -> {num_classes, channels, class_names, mean, std}
+Describer = Callable[..., dict[str, Any]]
 # download(dest, split): fetch the dataset into dest in the layout ``read`` understands
 Downloader = Callable[[Path, str], None]
 
@@ -36,6 +43,10 @@ class DatasetSpec:
 
     ``mean``/``std`` are the per-channel statistics for the model's Normalize layer (for the native
     channel count). ``pad`` is the zero padding per side the loader adds (28 -> 32 for the digit sets).
+    A ``from_data`` set (folder, npz) takes its classes, channels and statistics from its files:
+    its reader fills them into :class:`Raw` and ``describe`` reports them (the spec's own
+    num_classes, channels, class_names, mean and std are unused placeholders). ``splits`` are the
+    splits ``load`` accepts; ``options`` the load options the reader takes besides size.
     """
 
     name: str
@@ -53,6 +64,10 @@ class DatasetSpec:
     pad: int = 0
     sized_by_reader: bool = False  # the reader already returns size x size images (GTSRB)
     generated: bool = False  # no files at all (synthetic)
+    from_data: bool = False  # classes, channels and statistics come from the files
+    describe: Optional[Describer] = None  # from_data sets: what the files hold
+    splits: tuple[str, ...] = ("train", "test")
+    options: tuple[str, ...] = ()  # load options the reader accepts (split_sizes, cache_dir, ...)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

@@ -45,7 +45,9 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
 
     Args:
         model: a classifier ([0,1] images -> logits), or ``Purified(purifier, classifier)``.
-        data: an ImageDataset or an (x, y) tensor pair.
+        data: an ImageDataset, a torch Dataset yielding (image, label) (tensors in [0, 1] or
+            PIL images), a DataLoader yielding (x, y), or an (x, y) tensor pair; float images
+            are evaluated exactly as given (see :func:`robustlab.data.as_tensors`).
         attacks: AttackSpecs, names, or mappings {"name", "threat", **settings}.
         source: the source model of "transfer" attacks. extractor: the frozen feature extractor of
             "feature-distortion" (always the module it differentiates through).
@@ -239,20 +241,17 @@ def _checked_tensors(model: nn.Module, data, n: int | None) -> tuple[torch.Tenso
 
 
 def _tensors(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data.images, data.labels)
-    if n is not None:
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
-        if n > len(y):
-            name = getattr(data, "name", "the data")
-            log.warning("n=%d asked for, but %s has %d samples: evaluating all %d", n, name,
-                        len(y), len(y))
-        x, y = x[:n], y[:n]
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255)
-    if x.dim() != 4 or x.shape[0] != y.shape[0]:
-        raise InputError(f"expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
+    """The first ``n`` samples of any data ``rl.data.as_tensors`` takes (an ImageDataset, a torch
+    Dataset or DataLoader, (x, y) tensors); float images stay exactly as given."""
+    from ..data import as_tensors
+
+    if n is not None and n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    x, y = as_tensors(data, limit=n)
+    if n is not None and n > len(y):
+        name = getattr(data, "name", "the data")
+        log.warning("n=%d asked for, but %s has %d samples: evaluating all %d", n, name,
+                    len(y), len(y))
     return x, y
 
 

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 from torch import nn
 
 from .._io import atomic_path, write_json, write_text
+from ..data import ImageDataset, as_tensors
 from ..errors import ConfigError
 from .harness import evaluate
 from .sanity import monotonic_warnings
@@ -38,6 +39,8 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
     if not attacks:
         raise ConfigError("sweep needs at least one attack")
     specs = sweep_specs(attacks, param, values, settings, attack_settings, threat)
+    if not isinstance(data, ImageDataset):  # read a Dataset or DataLoader once: every model
+        data = as_tensors(data, limit=n)     # sees the same samples (a shuffling loader too)
     rows = []
     for name, model in models.items():
         res = evaluate(model, data, specs, n=n, seed=seed, batch_size=batch_size, device=device,

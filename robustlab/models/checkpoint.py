@@ -13,6 +13,11 @@ overwritten by a different save, is reported instead of being loaded. The sideca
 for sizes: the architecture it names is first built on the meta device (no memory) and compared
 with the tensor shapes in the safetensors header, and only a match is built for real. Weights
 with NaN or infinite values are refused both by ``save`` and by ``load`` (a diverged run).
+
+Architectures from outside robustlab are names too (``torchvision:resnet18``, ``timm:NAME``,
+``python:MODULE:FACTORY``; see ``prefixes.py``). One whose code lives outside robustlab
+(``python:``, or a name the user's module registered, recorded as the sidecar's ``"code"``) is
+rebuilt only when the caller trusts that code: ``load(path, trust_code=True)``.
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ from torch.overrides import TorchFunctionMode
 
 from .._checks import nonfinite_tensors
 from .._io import atomic_path, json_default, provenance, sha256_file, write_json
-from ..errors import CheckpointError, ConfigError, RobustlabError
+from ..errors import CheckpointError, ConfigError, RobustlabError, UnknownNameError
+from .external import TRUST_HINT, code_trusted, trusting
 from .factory import MODELS, create
 from .kinds import MODULE_KINDS, kind_names, module_kind, register_kind
+from .weights import fit_problems
 
 FORMAT = "robustlab-checkpoint"
 FORMAT_VERSION = 1
@@ -58,13 +65,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
+def save(model: nn.Module, path: str | Path, *, source: str | None = None,
+         **meta: Any) -> Path:
     """Write ``model``'s weights (safetensors) and its JSON sidecar, both atomically.
 
     Args:
-        model: a module carrying ``robustlab_spec`` (built by ``create`` or a registry factory
-            that called ``attach_spec``); DDP and torch.compile wrappers are unwrapped.
+        model: a module carrying ``robustlab_spec`` (built by ``create``, ``open_model`` or a
+            registry factory that called ``attach_spec``), or any classifier with ``source``;
+            DDP and torch.compile wrappers are unwrapped.
         path: ``X.safetensors`` (the suffix is added when missing).
+        source: for a module of your own: the function that rebuilds it,
+            ``"python:MODULE:FACTORY"`` (importable; loaded back with ``trust_code=True``) or
+            ``"torchvision:NAME"``/``"timm:NAME"``; see :func:`~robustlab.models.from_module`.
         **meta: JSON-able extras stored under ``"meta"`` (dataset, config, metrics, ...).
 
     Returns:
@@ -72,11 +84,21 @@ def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
     """
     model = _unwrap(model)
     spec = getattr(model, "robustlab_spec", None)
+    if source is not None:
+        if isinstance(spec, dict):
+            raise ConfigError(f"{type(model).__name__} already records how it is built "
+                              f"({spec.get('name')!r}); save it without source=")
+        from .own_module import from_module
+
+        model = from_module(model, source)
+        spec = model.robustlab_spec
     if not isinstance(spec, dict) or not {"kind", "name", "kwargs"} <= spec.keys():
         raise CheckpointError(f"{type(model).__name__} has no robustlab_spec, so it could not be "
-                              "rebuilt from the checkpoint; build it with "
-                              "robustlab.models.create() (or call "
-                              "robustlab.models.attach_spec on it)")
+                              "rebuilt from the checkpoint; save it with "
+                              "robustlab.models.save(model, path, source='python:MODULE:FACTORY') "
+                              "naming an importable function that builds it (loaded back with "
+                              "robustlab.models.load(path, trust_code=True)), or build it with "
+                              "robustlab.models.create()")
     try:
         meta = json.loads(json.dumps(meta, default=json_default))
     except (TypeError, ValueError) as exc:
@@ -102,6 +124,7 @@ def save(model: nn.Module, path: str | Path, **meta: Any) -> Path:
     write_json(sidecar, {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "kind": spec["kind"], "name": spec["name"], "kwargs": spec["kwargs"], "meta": meta,
+        **({"code": spec["code"]} if spec.get("code") is not None else {}),
         "provenance": provenance(),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": digest,
@@ -117,7 +140,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{sidecar.name} not found next to {weights.name}: the sidecar names the "
                 f"architecture needed to rebuild the model; copy it along with the weights "
-                f"(expected at {sidecar})")
+                f"(expected at {sidecar}), or, if {weights.name} is a plain state_dict, name its "
+                "network with --arch NAME (robustlab.models.open_model(path, ModelSource(arch="
+                "NAME)))")
         raise CheckpointError(f"no checkpoint at {weights}: neither it nor {sidecar.name} exists")
     try:
         doc = json.loads(sidecar.read_text())
@@ -137,6 +162,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         if not isinstance(doc.get(key), typ):
             raise CheckpointError(f"{sidecar} is damaged: {key!r} should be a {typ.__name__}, "
                                   f"got {doc.get(key)!r}")
+    if not isinstance(doc.get("code", ""), str):
+        raise CheckpointError(f"{sidecar} is damaged: 'code' should be a module name, got "
+                              f"{doc.get('code')!r}")
     return doc
 
 
@@ -184,7 +212,8 @@ def _on_meta(n_tensors: int):
     return stack
 
 
-def _build(doc: dict[str, Any], sidecar: Path, meta_for: int | None = None) -> nn.Module:
+def _build(doc: dict[str, Any], sidecar: Path, meta_for: int | None = None,
+           trust_code: bool = False) -> nn.Module:
     """Rebuild the module the sidecar describes, with random weights; or, given the number of
     tensors of the file (``meta_for``), on the meta device (nothing allocated) to learn its
     shapes, stopping early when it grows far beyond the file."""
@@ -195,16 +224,49 @@ def _build(doc: dict[str, Any], sidecar: Path, meta_for: int | None = None) -> n
         raise CheckpointError(f"{sidecar} holds an unknown kind of module {kind!r}; "
                               f"known kinds: {', '.join(kind_names())}")
     entry = module_kind(kind)
-    if name not in entry.architectures:
+    with trusting(trust_code):
+        _find_architecture(doc, entry.architectures, sidecar)
+        try:
+            with contextlib.nullcontext() if meta_for is None else _on_meta(meta_for):
+                return entry.build(name, **kwargs)
+        except _BUILD_ERRORS as exc:
+            why = str(exc) if isinstance(exc, RobustlabError) else f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(f"cannot rebuild {kind} {name!r} from {sidecar} with arguments "
+                                  f"{kwargs}: {why}") from exc
+
+
+def _find_architecture(doc: dict[str, Any], architectures, sidecar: Path) -> None:
+    """Make sure ``doc``'s architecture can be built, before any meta-device build: user code
+    is imported only when trusted (``python:`` names, and names a user module registers), and a
+    ``torchvision:``/``timm:``/``python:`` name is resolved (imports, name checks) here."""
+    import importlib
+
+    name, code = doc["name"], doc.get("code")
+    registered_by_user = code is not None and name not in architectures
+    if registered_by_user and code == "__main__":
+        raise CheckpointError(f"{sidecar} names {name!r}, registered by a script that ran as "
+                              "__main__, which cannot be imported: move the registration into a "
+                              "module on PYTHONPATH and save again, or save the model with "
+                              "source='python:MODULE:FACTORY'")
+    if (registered_by_user or name.startswith("python:")) and not code_trusted():
+        raise CheckpointError(f"{sidecar} is built by user code from "
+                              f"{code or name.split(':')[1]} ({name!r}), which robustlab runs "
+                              f"only when asked: {TRUST_HINT}")
+    if registered_by_user:
+        try:
+            importlib.import_module(code)
+        except ImportError as exc:
+            raise CheckpointError(f"{sidecar} names {name!r}, registered by module {code}, "
+                                  f"which cannot be imported ({exc}); put it on PYTHONPATH") \
+                from None
+    if name not in architectures:
         raise CheckpointError(f"{sidecar} holds an unknown architecture: "
-                              f"{entry.architectures.unknown_message(name)}")
+                              f"{architectures.unknown_message(name)}")
     try:
-        with contextlib.nullcontext() if meta_for is None else _on_meta(meta_for):
-            return entry.build(name, **kwargs)
-    except _BUILD_ERRORS as exc:
-        why = str(exc) if isinstance(exc, RobustlabError) else f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"cannot rebuild {kind} {name!r} from {sidecar} with arguments "
-                              f"{kwargs}: {why}") from exc
+        architectures.get(name)  # torchvision:/timm:/python: names import and check here
+    except (UnknownNameError, ConfigError) as exc:
+        what = "holds an unknown architecture: " if isinstance(exc, UnknownNameError) else ""
+        raise CheckpointError(f"{sidecar} {what}{exc}") from None
 
 
 def _read_header(weights: Path, doc: dict[str, Any], sidecar: Path) -> dict[str, tuple[int, ...]]:
@@ -243,17 +305,10 @@ def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
 def _check_fit(own: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
                doc: dict[str, Any], weights: Path) -> None:
     """Refuse a file whose keys or shapes (``found``) differ from the module's (``own``)."""
-    missing = sorted(set(own) - set(found))
-    unexpected = sorted(set(found) - set(own))
-    wrong = [f"{k}: file {found[k]} vs model {own[k]}"
-             for k in sorted(set(own) & set(found)) if found[k] != own[k]]
-    if not (missing or unexpected or wrong):
-        return
-    parts = [f"{label} ({len(keys)}): {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-             for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                 ("shape mismatches", wrong)) if keys]
-    raise CheckpointError(f"{weights} does not fit the {doc['kind']} {doc['name']!r} "
-                          f"{doc['kwargs']} named by its sidecar: {'; '.join(parts)}")
+    problems = fit_problems(own, found)
+    if problems:
+        raise CheckpointError(f"{weights} does not fit the {doc['kind']} {doc['name']!r} "
+                              f"{doc['kwargs']} named by its sidecar: {problems}")
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -272,7 +327,7 @@ def _check_channels(doc: dict[str, Any], found: dict[str, tuple[int, ...]], weig
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", *,
-         kind: str | None = None) -> nn.Module:
+         kind: str | None = None, trust_code: bool = False) -> nn.Module:
     """Rebuild a saved module from its registry and load its weights; nothing is unpickled.
 
     The architecture named by the sidecar is checked against the file's header on the meta device
@@ -284,6 +339,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", *,
         map_location: device for the returned module.
         kind: ``"classifier"``, ``"purifier"`` or ``"critic"`` to demand that kind of module
             (``None``: any). Callers that need a classifier should pass ``kind="classifier"``.
+        trust_code: allow the user code a ``python:`` checkpoint (or one of an architecture
+            registered by the user's module) needs imported; refused otherwise.
 
     Returns:
         The module in eval mode, with ``robustlab_meta`` = the sidecar dict.
@@ -304,9 +361,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", *,
         raise ConfigError(f"map_location {map_location!r} is not a device: {exc}") from None
     found = _read_header(weights, doc, sidecar)
     _check_channels(doc, found, weights)
-    _check_fit(_shapes(_build(doc, sidecar, meta_for=len(found))), found, doc, weights)
+    _check_fit(_shapes(_build(doc, sidecar, len(found), trust_code)), found, doc, weights)
     state = _read_tensors(weights)  # sizes now bounded by the file itself
-    model = _build(doc, sidecar)
+    model = _build(doc, sidecar, None, trust_code)
     _check_fit(_shapes(model), found, doc, weights)  # a factory that builds differently on meta
     model.load_state_dict(state, strict=True)
     model.to(device)

@@ -46,8 +46,10 @@ def feature_extractor(model: nn.Module, n_blocks: int) -> FeatureExtractor:
     blocks = getattr(model, "blocks", None)
     normalize = getattr(model, "normalize", None)
     if not isinstance(blocks, nn.ModuleList) or not isinstance(normalize, nn.Module):
-        raise ConfigError(f"{type(model).__name__} has no 'normalize' layer and 'blocks' list; "
-                          "build the classifier with robustlab.models.create()")
+        raise ConfigError(f"{type(model).__name__} has no 'normalize' layer and 'blocks' list, "
+                          "so its first blocks cannot be taken as features; use a classifier "
+                          "built with robustlab.models.create() (`robustlab list models`) as the "
+                          "extractor (--extractor)")
     count = len(blocks)
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 1 <= n_blocks <= count:
         raise ConfigError(f"n_blocks must be an integer from 1 to {count} for "

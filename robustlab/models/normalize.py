@@ -8,6 +8,27 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..registry import Registry
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+# named (mean, std) for networks trained elsewhere (``--normalization imagenet``); one value is
+# repeated to every channel
+NORMALIZATIONS: Registry[Stats] = Registry("normalisation")
+NORMALIZATIONS.register("imagenet", help="ImageNet (torchvision's and timm's pre-processing)")(
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+NORMALIZATIONS.register("cifar10", help="CIFAR-10 training set")(
+    ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
+NORMALIZATIONS.register("cifar100", help="CIFAR-100 training set")(
+    ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)))
+NORMALIZATIONS.register("mnist", help="MNIST training set")(((0.1307,), (0.3081,)))
+NORMALIZATIONS.register("half", help="(x - 0.5) / 0.5: inputs in [-1, 1]")(((0.5,), (0.5,)))
+NORMALIZATIONS.register("none", help="no normalisation: the network sees [0, 1] pixels")(
+    ((0.0,), (1.0,)))
+
+
+def named_stats(name: str) -> Stats:
+    """(mean, std) of the normalisation ``name`` (UnknownNameError lists the known ones)."""
+    return NORMALIZATIONS.get(name)
 
 
 def resolve_stats(name: str, values: Sequence[float] | float | None, channels: int,

@@ -7,7 +7,8 @@ from typing import Any, Literal, Optional, Union
 
 from ..._checks import check_eps, check_int, check_positive, is_size
 from ...errors import ConfigError
-from ..checks import check_model_kwargs
+from ...data.options import DataOptions
+from ..checks import check_model_kwargs, check_val, data_options
 from .methods import check_method_args
 
 
@@ -87,7 +88,8 @@ class TrainConfig:
     width: float = 1.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     subset: Optional[Union[int, float]] = None  # count or fraction of the training split
-    val: Union[int, float] = 0.1                 # validation hold-out (count or fraction), 0 for none
+    # validation hold-out (count or fraction), 0 for none, "split": the dataset's own val split
+    val: Union[int, float, str] = 0.1
     augment: Optional[str] = None                # None: the dataset's default preset
     method: str = "standard"
     method_args: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +100,8 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
+    # how the dataset is loaded: channels, size, the split of folder/npz data (DataOptions)
+    data: DataOptions = field(default_factory=DataOptions)
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs)
@@ -114,10 +118,10 @@ class TrainConfig:
             raise ConfigError(f"milestones are fractions of the run in (0, 1), got {self.milestones}")
         if self.subset is not None and not is_size(self.subset):
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
-        if self.val != 0 and not is_size(self.val):
-            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got {self.val!r}")
+        check_val(self.val)
         if isinstance(self.guards, dict):  # TrainConfig(guards={...}) from Python
             object.__setattr__(self, "guards", GuardConfig(**self.guards))
+        object.__setattr__(self, "data", data_options(self.data))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 

@@ -68,23 +68,29 @@ EpochHook = Callable[[Run, int, dict[str, Any]], "str | None"]
 
 def train(cfg: TrainConfig, out: str | Path, *, data_root: str | None = None,
           device: str | torch.device | None = "auto", resume: bool = False, overwrite: bool = False,
-          progress: bool = True, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+          progress: bool = True, hooks: Sequence[EpochHook] = (),
+          data: Any = None) -> dict[str, Any]:
     """Train a classifier as ``cfg`` says and write the run to ``out``.
+
+    ``data``: your own training data instead of ``cfg.dataset``'s train split (anything
+    :func:`robustlab.data.as_dataset` takes: an ImageDataset, a torch Dataset or DataLoader,
+    (x, y) tensors); ``cfg.dataset`` then only names it, and validation is held out of it.
 
     Writes ``config.json``, ``metrics.jsonl`` (a line per epoch), ``model.safetensors`` with its
     JSON sidecar (the latest weights) and ``last.safetensors``/``last.json`` (the state to resume
     from). ``out`` is locked while the run lasts; a run that fails before its first epoch is
     saved leaves ``out`` as it was. Returns the final metrics line.
     """
-    check_startable(cfg)
-    return run_training(ClassifierTrainer(cfg, data_root, device, progress, hooks), out,
+    check_startable(cfg, dataset=data is None)
+    return run_training(ClassifierTrainer(cfg, data_root, device, progress, hooks, data), out,
                         resume=resume, overwrite=overwrite)
 
 
-def check_startable(cfg: TrainConfig) -> None:
-    """What can be checked before any data is loaded or file written: every name, the method's
-    settings, and the checkpoints the run starts from."""
-    check_names(cfg, METHODS)  # the method's settings were checked when cfg was built
+def check_startable(cfg: TrainConfig, *, dataset: bool = True) -> None:
+    """What can be checked before any data is loaded or file written: every name (the dataset's
+    unless the data is handed over), the method's settings, and the checkpoints the run starts
+    from."""
+    check_names(cfg, METHODS, dataset=dataset)  # the method's settings: checked when cfg was built
     for what, path in (("--init", cfg.init), ("--source", cfg.method_args.get("source"))):
         if path:
             try:
@@ -99,9 +105,9 @@ class ClassifierTrainer(Trainer):
     kind = "train"
 
     def __init__(self, cfg: TrainConfig, data_root: str | None, device, progress: bool,
-                 hooks: Sequence[EpochHook] = ()) -> None:
+                 hooks: Sequence[EpochHook] = (), data: Any = None) -> None:
         self.cfg, self.data_root, self.device, self.progress = cfg, data_root, device, progress
-        self.user_hooks = list(hooks)
+        self.user_hooks, self.given = list(hooks), data
 
     @property
     def meta(self) -> dict[str, Any]:  # the hooks' state lives in run.meta, saved every epoch
@@ -119,7 +125,8 @@ class ClassifierTrainer(Trainer):
         cfg = self.cfg
         self.world = w = world()  # under torchrun: this process's rank; one process otherwise
         device = device_for(w, resolve_device(self.device))
-        train_data, val_data = prepare_data(cfg, self.data_root)
+        train_data, val_data = (prepare_data(cfg, self.data_root) if self.given is None else
+                                prepare_data(cfg, self.data_root, self.given))
         out_dir.depend_data("training data", train_data)
         model = self._build_model(train_data, device)
         optimizer = build_optimizer(cfg, model.parameters())

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ... import data as rl_data
 from ... import models as rl_models
 from ..._checks import check_eps, check_int, check_positive
 from ..._io import file_group, new_dirs, provenance, write_json, write_text
@@ -32,9 +31,10 @@ from .methods import PRETRAIN_METHODS
 from .config import PretrainConfig
 from .trainer import pretrain
 from ..classifier.trainer import check_startable, train
+from ..splits import load_split
 
 DEFAULT_EPS = (0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15)
-_SHARED = ("dataset", "model", "width", "model_kwargs", "subset", "val", "seed")
+_SHARED = ("dataset", "model", "width", "model_kwargs", "subset", "val", "seed", "data")
 
 
 def arm_names(pre: PretrainConfig, fine: TrainConfig) -> tuple[str, str]:
@@ -86,7 +86,7 @@ def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, dat
             for name, run in named.items()}
     from ...evaluation import save_sweep, sweep  # the evaluation harness (imports attacks)
 
-    test = rl_data.load(fine.dataset, "test", root=data_root)
+    test = load_split(fine, "test", data_root)
     settings: dict[str, Any] = {"steps": pgd_steps}
     if step_size is not None:
         settings["step_size"] = step_size

@@ -7,7 +7,8 @@ from typing import Any, Literal, Optional, Union
 from ..._checks import check_eps, check_int, check_positive, is_size
 from ...config import from_dict
 from ...errors import ConfigError
-from ..checks import check_model_kwargs
+from ...data.options import DataOptions
+from ..checks import check_model_kwargs, check_val, data_options
 from .methods import PRETRAIN_METHODS
 from ...attacks.objectives import TEMPERATURE
 
@@ -40,7 +41,7 @@ class PretrainConfig:
     width: float = 1.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     subset: Optional[Union[int, float]] = None
-    val: Union[int, float] = 0.1
+    val: Union[int, float, str] = 0.1      # as TrainConfig.val ("split": the dataset's own)
     augment: Optional[str] = None          # None: "simclr", or "simclr-signs" for no-flip data
     temperature: float = TEMPERATURE
     proj_dim: int = 128
@@ -49,6 +50,7 @@ class PretrainConfig:
     steps: int = 5
     seed: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"
+    data: DataOptions = field(default_factory=DataOptions)  # as TrainConfig.data
 
     def __post_init__(self) -> None:
         PRETRAIN_METHODS.get(self.method)  # unknown names fail here, listing the known ones
@@ -73,9 +75,8 @@ class PretrainConfig:
         if self.subset is not None and not is_size(self.subset):
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got "
                               f"{self.subset!r}")
-        if self.val != 0 and not is_size(self.val):
-            raise ConfigError(f"val must be 0, a count >= 1 or a fraction in (0, 1), got "
-                              f"{self.val!r}")
+        check_val(self.val)
+        object.__setattr__(self, "data", data_options(self.data))
         check_int("seed", self.seed, 0)
         check_model_kwargs(self.model_kwargs)
 

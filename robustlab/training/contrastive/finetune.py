@@ -16,6 +16,7 @@ from ...data import dataset_info
 from ...errors import CheckpointError
 from ..classifier.config import TrainConfig
 from ..classifier.trainer import train
+from ..splits import given_data
 
 
 _NOT_STRUCTURAL = ("mean", "std", "pretrained")  # options that do not change the weights' shapes
@@ -26,14 +27,21 @@ def _describe(name: str, kw: dict[str, Any]) -> str:
             f"{kw.get('num_classes')} classes)")
 
 
-def check_encoder_fits(encoder: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+def check_encoder_fits(encoder: str | Path, cfg: TrainConfig, data_root: str | None = None,
+                       data: Any = None) -> dict[str, Any]:
     """Raise CheckpointError unless the checkpoint ``encoder`` has the backbone ``cfg`` asks for.
 
-    Compares the architecture name, width, input channels, number of classes and the model's own
-    options. Returns the checkpoint's sidecar.
+    Compares the architecture name, width, input channels (after ``cfg.data.channels``), number
+    of classes and the model's own options; the channels and classes come from ``data`` when the
+    run is handed its data, else from ``cfg.dataset`` (at ``data_root`` for folder/npz data).
+    Returns the checkpoint's sidecar.
     """
     meta = rl_models.read_meta(encoder)
-    info = dataset_info(cfg.dataset)
+    if data is not None:
+        info = {"channels": data.channels, "num_classes": data.num_classes}
+    else:
+        args = cfg.data.load_args()
+        info = dataset_info(cfg.dataset, args.pop("channels"), data_root, **args)
     have = meta["kwargs"]
     want = {"width": float(cfg.width), "in_channels": info["channels"],
             "num_classes": info["num_classes"]}
@@ -62,5 +70,7 @@ def finetune(cfg: TrainConfig, out: str | Path, **train_kwargs: Any) -> dict[str
     if not cfg.init:
         raise CheckpointError("finetune needs cfg.init: the encoder checkpoint to start from "
                               "(<pretrain run>/encoder.safetensors)")
-    check_encoder_fits(cfg.init, cfg)
+    if train_kwargs.get("data") is not None:  # converted once, for the check and the run
+        train_kwargs["data"] = given_data(cfg, train_kwargs["data"])
+    check_encoder_fits(cfg.init, cfg, train_kwargs.get("data_root"), train_kwargs.get("data"))
     return train(cfg, out, **train_kwargs)

@@ -59,17 +59,20 @@ def build_encoder(cfg: PretrainConfig, data) -> torch.nn.Module:
 
 def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = None,
              device: str | torch.device | None = "auto", resume: bool = False,
-             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+             overwrite: bool = False, progress: bool = True, data: Any = None) -> dict[str, Any]:
     """Pre-train ``cfg.model`` as an encoder with contrastive method ``cfg.method``; write the run.
+
+    ``data``: your own images instead of ``cfg.dataset``'s train split (anything
+    :func:`robustlab.data.as_dataset` takes; labels are never read).
 
     Implements SimCLR (Chen et al. 2020) and ACL's A2A, A2S and dual-stream (Jiang et al. 2020).
     Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
     """
     require_single_process("contrastive pre-training")
-    check_names(cfg, PRETRAIN_METHODS)
+    check_names(cfg, PRETRAIN_METHODS, dataset=data is None)
     method = PRETRAIN_METHODS.get(cfg.method)
     # checks now, writes once everything is built: a run that fails to start leaves nothing
-    return run_training(Pretrainer(cfg, method, data_root, device, progress), out,
+    return run_training(Pretrainer(cfg, method, data_root, device, progress, data), out,
                         resume=resume, overwrite=overwrite)
 
 
@@ -79,14 +82,15 @@ class Pretrainer(Trainer):
     kind = "pretrain"
 
     def __init__(self, cfg: PretrainConfig, method, data_root: str | None, device,
-                 progress: bool) -> None:
-        self.cfg, self.method, self.data_root = cfg, method, data_root
+                 progress: bool, data: Any = None) -> None:
+        self.cfg, self.method, self.data_root, self.given = cfg, method, data_root, data
         self.device, self.progress = device, progress
 
     def build(self, out_dir: RunDir) -> None:
         cfg = self.cfg
         self.device = resolve_device(self.device)
-        self.data, _ = prepare_data(cfg, self.data_root)
+        self.data, _ = (prepare_data(cfg, self.data_root) if self.given is None else
+                        prepare_data(cfg, self.data_root, self.given))
         out_dir.depend_data("training images", self.data, labels=False)
         self.preset = cfg.augment or contrastive_preset(self.data)
         self.aug = refuse_flips(self.preset, self.data.flip_ok, self.data.name)

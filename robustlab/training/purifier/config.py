@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from ..._checks import check_eps, check_int, check_positive, is_size
+from ...data.options import DataOptions
 from ...errors import ConfigError
+from ..checks import data_options
 
 NRP_PRESET = "NRP"  # the loss preset ``arch="nrp"`` defaults to
 
@@ -71,6 +73,7 @@ class PurifierConfig:
     seed: int = 0
     amp: Literal["none", "bf16"] = "none"
     gan_mode: Literal["minimax", "non-saturating"] = "minimax"  # generator term: log(1 - D) or -log D
+    data: DataOptions = field(default_factory=DataOptions)  # channels, split (side: image_size)
 
     def __post_init__(self) -> None:
         for name in ("extractor_blocks", "steps", "epochs", "batch_size", "grid_n"):
@@ -90,6 +93,10 @@ class PurifierConfig:
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "data", data_options(self.data))
+        if self.data.size is not None:
+            raise ConfigError(f"data.size cannot be set for a purifier run: its image side is "
+                              f"image_size (--image-size), here {self.image_size}")
         if not isinstance(self.extractor, str) or not self.extractor:
             raise ConfigError("extractor must name a classifier checkpoint (--extractor CKPT)")
         self.loss_weights()  # unknown preset/arch/critic names and bad weights fail here

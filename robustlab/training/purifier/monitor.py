@@ -95,10 +95,10 @@ class Monitor:
                                labels=["perturbed", "purified", "clean"], title=title)
 
 
-def held_out(dataset: str, n: int, *, root: str | None, size: int, seed: int,
+def held_out(test, n: int, *, seed: int,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded sample of ``n`` test-split images (float (n, C, H, W) in [0, 1]) and labels."""
-    test = rl_data.load(dataset, "test", root=root, size=size)
+    """A seeded sample of ``n`` images of ``test`` (an ImageDataset, the test split) as float
+    (n, C, H, W) in [0, 1], with their labels."""
     sample = rl_data.take(test, min(n, len(test)), seed=seed)
     x, y = next(rl_data.batches(sample, len(sample), shuffle=False, device=device))
     return x, y

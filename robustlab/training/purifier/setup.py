@@ -101,7 +101,11 @@ def augmenter(cfg: PurifierConfig, ds) -> tuple[str | None, Any]:
     return cfg.augment, None
 
 
-def training_data(cfg: PurifierConfig, root: str | None):
-    """The seeded ``subset`` of the training split (labels are loaded but never used)."""
-    full = rl_data.load(cfg.dataset, "train", root=root, size=cfg.image_size)
+def training_data(cfg: PurifierConfig, root: str | None, data: Any = None):
+    """The seeded ``subset`` of the training split, or of ``data`` when the run is handed its
+    images (labels are loaded but never used)."""
+    from ..splits import given_data, load_split
+
+    full = (load_split(cfg, "train", root, size=cfg.image_size) if data is None
+            else given_data(cfg, data, size=cfg.image_size))
     return rl_data.take(full, cfg.subset, seed=cfg.seed) if cfg.subset is not None else full

@@ -28,7 +28,7 @@ import torch
 from ... import data as rl_data
 from ... import models as rl_models
 from ...distributed import require_single_process
-from ...errors import TrainingDiverged
+from ...errors import ConfigError, TrainingDiverged
 from ...runtime import amp_context, amp_dtype, epoch_seed, resolve_device
 from .config import PurifierConfig
 from .monitor import Monitor, first_images, held_out
@@ -36,6 +36,7 @@ from .setup import (augmenter, build_gan, check_channels, check_defended, check_
                     check_sizes, load_frozen, training_data)
 from .steps import GanParts, make_attack, train_step
 from ..rundir import RunDir
+from ..splits import given_data, load_split
 from ..run import Trainer, kept, progress_bar, run_training
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,13 @@ _VAL_STREAM, _INIT_STREAM = 3, 2  # epoch_seed streams (the scaffold seeds 0 and
 
 def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | None = None,
                    device: str | torch.device | None = "auto", resume: bool = False,
-                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                   overwrite: bool = False, progress: bool = True, data: Any = None,
+                   test_data: Any = None) -> dict[str, Any]:
     """Train a purifier as ``cfg`` says (SSR report Alg. 2, or NRP) and write the run to ``out``.
+
+    ``data`` / ``test_data``: your own training images and held-out images (anything
+    :func:`robustlab.data.as_dataset` takes) instead of ``cfg.dataset``'s train and test splits;
+    with ``data`` and ``val_n > 0``, ``test_data`` is needed too.
 
     Writes ``config.json``; ``metrics.jsonl`` (per epoch: g_loss, d_loss, loss_<term> for each
     weighted term, mse_purified = MSE(G(x'), x), mse_perturbed = MSE(x', x), seconds,
@@ -65,8 +71,11 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     """
     require_single_process("the purifier trainer")
     check_sizes(cfg, cfg.image_size)
-    return run_training(PurifierTrainer(cfg, data_root, device, progress), out, resume=resume,
-                        overwrite=overwrite)
+    if data is not None and test_data is None and cfg.val_n:
+        raise ConfigError("val_n > 0 scores the purifier on held-out images: with data=..., pass "
+                          "test_data=... too, or set val_n=0")
+    return run_training(PurifierTrainer(cfg, data_root, device, progress, data, test_data), out,
+                        resume=resume, overwrite=overwrite)
 
 
 class PurifierTrainer(Trainer):
@@ -75,8 +84,10 @@ class PurifierTrainer(Trainer):
 
     kind = "train-purifier"
 
-    def __init__(self, cfg: PurifierConfig, data_root: str | None, device, progress: bool) -> None:
+    def __init__(self, cfg: PurifierConfig, data_root: str | None, device, progress: bool,
+                 data: Any = None, test_data: Any = None) -> None:
         self.cfg, self.data_root, self.device, self.progress = cfg, data_root, device, progress
+        self.given, self.given_test = data, test_data
 
     def dependencies(self):
         return [(what.replace("_", " "), getattr(self.cfg, what))
@@ -90,7 +101,7 @@ class PurifierTrainer(Trainer):
         perceptual_net = _perceptual_net(cfg, device)
         classifier = (load_frozen(cfg.classifier or cfg.extractor, device, "classifier")
                       if cfg.val_n else None)
-        self.data = training_data(cfg, self.data_root)
+        self.data = training_data(cfg, self.data_root, self.given)
         out_dir.depend_data("training images", self.data, labels=False)
         check_channels(extractor_net, cfg.extractor, self.data, "extractor")
         self.extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
@@ -104,7 +115,7 @@ class PurifierTrainer(Trainer):
                               cfg.loss_weights(), self.extractor, perceptual, cfg.gan_mode)
         self.amp_dtype = amp_dtype(cfg.amp)
         self.monitor = _monitor(cfg, self.data_root, device, self.data, self.extractor,
-                                classifier, self.amp_dtype)
+                                classifier, self.amp_dtype, self.given_test)
 
     def _build_gan(self, classifier):
         """G and D from the initial-weights stream, checked against the data and classifier."""
@@ -199,14 +210,16 @@ def _perceptual(cfg: PurifierConfig, extractor, net, ds):
     return rl_models.feature_extractor(net, cfg.perceptual_blocks or cfg.extractor_blocks)
 
 
-def _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype) -> Monitor:
+def _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtype,
+             test_data=None) -> Monitor:
     attack = make_attack(extractor, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
                          random_start=cfg.random_start, amp_dtype=amp_dtype,
                          generator=torch.Generator().manual_seed(
                              epoch_seed(cfg.seed, 0, stream=_VAL_STREAM)))
     if cfg.val_n:
-        x, y = held_out(cfg.dataset, cfg.val_n, root=data_root, size=cfg.image_size,
-                        seed=cfg.seed, device=device)
+        test = (load_split(cfg, "test", data_root, size=cfg.image_size) if test_data is None
+                else given_data(cfg, test_data, size=cfg.image_size))
+        x, y = held_out(test, cfg.val_n, seed=cfg.seed, device=device)
         return Monitor(x, y, attack, classifier, cfg.grid_n)
     return Monitor(first_images(train_data, cfg.grid_n, device), None, attack, None, cfg.grid_n)
 
