@@ -316,3 +316,30 @@ def test_evaluate_notes_a_short_test_set_and_other_datasets(tmp_path):
     assert "trained on cifar10 but is evaluated on synthetic" in r.stderr
     assert "purifier was trained on gtsrb but its classifier on cifar10" in r.stderr
     assert "n=100000 asked for" in r.stderr
+
+
+def test_resume_ignores_the_cache_dir_and_accepts_a_run_saved_before_data_options(tmp_path):
+    # where decoded images are cached does not change what is trained; a config.json written
+    # before data options existed (no "data" key) means the defaults
+    from dataclasses import replace
+
+    from data_fixtures import write_image_folder
+
+    from robustlab.data.options import DataOptions
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 32, 32), generator=g, dtype=torch.uint8).numpy()
+    write_image_folder(tmp_path / "imgs", images, (torch.arange(40) % 4).numpy())
+    cfg = TrainConfig(dataset="folder", model="small-cnn", epochs=2, batch_size=16, width=0.25,
+                      val=0)
+    out, root = tmp_path / "run", str(tmp_path / "imgs")
+    train(replace(cfg, epochs=1), out, data_root=root, progress=False)
+    doc = json.loads((out / "config.json").read_text())
+    doc["config"].pop("data")
+    doc["config"]["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(doc))
+    moved = replace(cfg, data=DataOptions(cache_dir=str(tmp_path / "cache")))
+    assert train(moved, out, data_root=root, resume=True, progress=False)["epoch"] == 2
+    with pytest.raises(ConfigError, match="differs in: data"):
+        train(replace(cfg, data=DataOptions(split_seed=1)), out, data_root=root, resume=True,
+              progress=False)

@@ -143,9 +143,9 @@ class RunDir:
         if not self.resume:
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it "
                               "or --overwrite to replace it (or choose another --out)")
-        if old != self.config_dict:
-            diff = sorted(k for k in set(old) | set(self.config_dict)
-                          if old.get(k) != self.config_dict.get(k))
+        old, now = _comparable(old), _comparable(self.config_dict)
+        if old != now:
+            diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
             raise ConfigError(f"{self.path} holds a different run (it differs in: "
                               f"{', '.join(diff)}); --resume needs the same settings, or use "
                               "--overwrite / another --out")
@@ -298,6 +298,18 @@ class RunDir:
                 self._lock = None
             if failed and not self._committed:
                 remove_empty(self._created_dirs)
+
+
+# data options a run before them implicitly had, and ones that do not change what is trained
+_DATA_DEFAULTS = {"channels": None, "size": None, "split_sizes": None, "split_seed": 0}
+_NOT_COMPARED = ("cache_dir",)  # where decoded images are kept: the images are the same
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config as resume compares it: a config saved before data options existed counts as
+    the defaults, and the decoded-image cache location does not count."""
+    data = {**_DATA_DEFAULTS, **(config.get("data") or {})}
+    return {**config, "data": {k: v for k, v in data.items() if k not in _NOT_COMPARED}}
 
 
 def _has_state(path: Path) -> bool:
