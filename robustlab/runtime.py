@@ -46,3 +46,71 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, epoch, stream)."""
     return (seed * 1_000_003 + epoch * 9_176 + stream * 7_919 + 12_345) % (2**63 - 1)
+
+
+def check_amp(amp: Any, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``; fp16 needs a CUDA GPU (CPU autocast has no
+    fast fp16 kernels and no gradient scaler worth the name: bf16 is the CPU's mixed precision)."""
+    dtype = amp_dtype(amp)
+    if dtype is torch.float16 and torch.device(device).type != "cuda":
+        raise ConfigError(f"--amp fp16 needs a CUDA GPU (the device is {torch.device(device)}); "
+                          "on a CPU use --amp bf16, or --amp none")
+    return dtype
+
+
+class GradScaling:
+    """``loss.backward()`` and ``optimizer.step()``, through a GradScaler when training in fp16.
+
+    With fp16 the loss is scaled before the backward pass (small gradients would underflow), the
+    gradients are unscaled before anything reads them (clipping, logging), and a step whose
+    gradients overflowed is skipped while the scale shrinks. bf16 and fp32 need none of it: every
+    call here is then the plain one. ``state``/``load`` carry the scale across a resume (JSON).
+    """
+
+    def __init__(self, amp: Any, device: torch.device | str, *, enabled: bool | None = None):
+        on = amp_dtype(amp) is torch.float16 if enabled is None else enabled
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if on else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.scaler is not None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients back to their true size (once per step, before clipping)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {
+            k: (float(v) if torch.is_tensor(v) else v) for k, v in self.scaler.state_dict().items()}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(dict(state))
+
+
+def channels_last(module_or_x, on: bool):
+    """``module_or_x`` in channels_last memory format when ``on`` (4-D tensors and modules)."""
+    if not on:
+        return module_or_x
+    if isinstance(module_or_x, torch.nn.Module):
+        return module_or_x.to(memory_format=torch.channels_last)
+    if module_or_x.dim() == 4:
+        return module_or_x.contiguous(memory_format=torch.channels_last)
+    return module_or_x
+
+
+def compiled(module: torch.nn.Module, on: bool) -> torch.nn.Module:
+    """``torch.compile(module)`` when ``on``; the module itself otherwise. The compiled wrapper
+    shares the module's parameters, so optimisers, checkpoints and attacks use the plain module."""
+    return torch.compile(module) if on else module

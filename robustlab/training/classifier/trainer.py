@@ -29,7 +29,7 @@ from ...distributed import (World, all_reduce_grads, all_sum, all_sum_named, ave
                            broadcast_module, device_for, world)
 from ...errors import CheckpointError
 from ...metrics import accuracy
-from ...runtime import amp_context, epoch_seed, resolve_device
+from ...runtime import GradScaling, amp_context, check_amp, epoch_seed, resolve_device
 from ..checks import check_names
 from ..splits import prepare_data
 from .config import TrainConfig
@@ -125,6 +125,8 @@ class ClassifierTrainer(Trainer):
         cfg = self.cfg
         self.world = w = world()  # under torchrun: this process's rank; one process otherwise
         device = device_for(w, resolve_device(self.device))
+        check_amp(cfg.amp, device)
+        self.scaling = GradScaling(cfg.amp, device)  # fp16: a gradient scaler
         train_data, val_data = (prepare_data(cfg, self.data_root) if self.given is None else
                                 prepare_data(cfg, self.data_root, self.given))
         out_dir.depend_data("training data", train_data)
@@ -160,6 +162,7 @@ class ClassifierTrainer(Trainer):
         return {"model": self.run.model}
 
     def start_epoch(self, epoch: int, gen: torch.Generator) -> None:
+        self.scaling.load(self.run.meta.get("grad_scaler"))  # the scale a resumed run had
         self.run.method.start_epoch(epoch, self.forward_model, gen)
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
@@ -183,6 +186,8 @@ class ClassifierTrainer(Trainer):
         if not all(bool(torch.isfinite(p).all()) for p in self.forward_model.parameters()):
             raise diverged(epoch, "the training loss became non-finite")  # the last update
         average_buffers(run.model, w)
+        if self.scaling.enabled:
+            run.meta["grad_scaler"] = self.scaling.state()
         return metrics
 
     def _step(self, x, y, gen: torch.Generator, step: int):
@@ -196,10 +201,11 @@ class ClassifierTrainer(Trainer):
             x = x.contiguous(memory_format=torch.channels_last)
         lr = set_lr(run.optimizer, cfg.lr, lr_factor(cfg, step, self.steps_per_epoch * cfg.epochs))
         out = _shard_step(cfg, self.forward_model, run.method, run.optimizer, x, y, gen,
-                          run.device, global_b, w)
+                          run.device, global_b, w, self.scaling)
+        self.scaling.unscale(run.optimizer)  # fp16: true gradients before clipping and the step
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.forward_model.parameters(), cfg.grad_clip)
-        run.optimizer.step()
+        self.scaling.step(run.optimizer)
         return out, y, lr
 
     def after_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
@@ -290,7 +296,8 @@ def _step_generator(gen: torch.Generator, step: int, w: World) -> torch.Generato
     return torch.Generator(device=gen.device).manual_seed(seed)
 
 
-def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int, w: World):
+def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int, w: World,
+                scaling: GradScaling | None = None):
     """This rank's gradient for one global batch of ``global_b`` samples, combined over ranks;
     returns the method's StepOutput, or None for an empty shard.
 
@@ -306,7 +313,10 @@ def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int,
             out = method.loss(model, x, y, gen)
     optimizer.zero_grad(set_to_none=True)
     if out is not None:
-        out.loss.backward()
+        if scaling is None:
+            out.loss.backward()
+        else:
+            scaling.backward(out.loss)  # fp16: the scaled loss (the same scale on every rank)
     all_reduce_grads(model.parameters(), w, weight=y.shape[0] / global_b)
     return out
 
