@@ -100,6 +100,7 @@ def run_evaluate(s: dict, ctx: Context) -> dict:
     from .. import attacks as rl_attacks
     from .. import data as rl_data
     from .._io import write_json
+    from ..distributed import world
     from ..evaluation import evaluate, save_adversarial
 
     model = _model(s)
@@ -114,6 +115,8 @@ def run_evaluate(s: dict, ctx: Context) -> dict:
                  sanity=s.get("sanity", False), check_large_eps=s.get("check_large_eps"),
                  keep_adv=bool(s.get("save_adv")))
     full = r.to_dict()
+    if not world().main:  # under torchrun every process has the result; the first writes it
+        return {k: v for k, v in full.items() if k != "per_sample"}
     write_json(ctx.folder / "evaluation.json", full)
     saved = {}
     if s.get("save_adv"):

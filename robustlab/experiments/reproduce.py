@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -10,6 +11,7 @@ from .._io import provenance, write_json, write_text
 from .._lock import Lock
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
+from .launch import Launch, gpu_slots
 from .recipe import RECIPES, Recipe, load_settings
 from .runner import read_done, run_plan, step_folder
 from .steps import Plan
@@ -36,9 +38,16 @@ def reproduce(recipe_name: str, preset: str, out: str | Path, *, only: Sequence[
               dry_run: bool = False, data_root: str | None = None, device: str = "auto",
               seed: int | None = None, jobs: int = 1, overwrite: bool = False,
               overrides: dict[str, Any] | None = None, progress: bool = True,
-              docs: str | Path | None = None, say: Callable[[str], None] = print) -> dict:
+              docs: str | Path | None = None, say: Callable[[str], None] = print,
+              launch: Launch | None = None) -> dict:
     """Reproduce ``recipe_name`` ("ssr-purifier", "traffic-signs" or "all") at ``preset`` into
-    ``out``. Returns the results document (also ``out/results.json``)."""
+    ``out``. Returns the results document (also ``out/results.json``).
+
+    ``launch``: run every training and evaluation step under torchrun with that many processes
+    (and machines; see :mod:`robustlab.experiments.launch`); ``jobs`` steps side by side, each
+    on GPUs of its own. A machine other than machine 0 returns an empty document: machine 0
+    writes the results."""
+    launch = launch or Launch()
     names = list(RECIPES) if recipe_name == "all" else [recipe_name]
     recipes = [RECIPES.get(n) for n in names]
     if recipe_name == "all" and only:
@@ -53,14 +62,19 @@ def reproduce(recipe_name: str, preset: str, out: str | Path, *, only: Sequence[
         for r, settings, plan, outputs, steps in prepared:
             say(describe_plan(r, preset, plan, outputs, steps, _where(out, r, len(names))))
         return {}
+    slots = gpu_slots(launch, jobs, str(device))  # enough GPUs for every process asked for?
     _check_out(out, recipe_name, preset, overwrite)
     for r, settings, plan, outputs, steps in prepared:  # before any file is written
         _check_data(plan, steps, data_root)
+    runs = _Runs(data_root, device, jobs, progress, say, docs, launch, slots)
+    if not launch.main:  # machine 0 holds the lock and writes the results
+        for r, settings, plan, outputs, steps in prepared:
+            run_plan(plan, steps, _where(out, r, len(names)), **runs.plan_args())
+        return {}
     with Lock(out, is_dir=True, what=f"--out {out}"):
         write_json(out / MARKER, {"recipe": recipe_name, "preset": preset})
         results = {r.name: _run_one(r, preset, settings, plan, outputs, steps,
-                                    _where(out, r, len(names)), data_root, device, jobs,
-                                    progress, say, docs)
+                                    _where(out, r, len(names)), runs)
                    for r, settings, plan, outputs, steps in prepared}
         if len(names) > 1:
             _write_joint_report(out, results, say)
@@ -115,13 +129,30 @@ def _check_data(plan: Plan, steps: list[str], data_root: str | None) -> None:
         rl_data.load(name, "test", root=data_root, download=True)
 
 
+@dataclass(frozen=True)
+class _Runs:
+    """How this reproduction runs its steps (the same for every recipe of it)."""
+
+    data_root: str | None
+    device: str
+    jobs: int
+    progress: bool
+    say: Callable[[str], None]
+    docs: str | Path | None
+    launch: Launch
+    slots: list[str | None]
+
+    def plan_args(self) -> dict[str, Any]:
+        return {"data_root": self.data_root, "device": self.device, "jobs": self.jobs,
+                "progress": self.progress, "say": self.say, "launch": self.launch,
+                "slots": self.slots}
+
+
 def _run_one(recipe: Recipe, preset: str, settings: Any, plan: Plan, outputs: list[str],
-             steps: list[str], out: Path, data_root, device, jobs, progress, say,
-             docs) -> dict:
-    t0 = time.perf_counter()
+             steps: list[str], out: Path, runs: _Runs) -> dict:
+    t0, say = time.perf_counter(), runs.say
     say(f"{recipe.name} ({preset}): {len(steps)} steps for {len(outputs)} outputs in {out}")
-    outcomes = run_plan(plan, steps, out, data_root=data_root, device=device, jobs=jobs,
-                        progress=progress, say=say)
+    outcomes = run_plan(plan, steps, out, **runs.plan_args())
     doc = {"recipe": recipe.name, "title": recipe.title, "report": recipe.report,
            "preset": preset, "settings": to_dict(settings), "outputs": outputs,
            "provenance": provenance(), "seconds": round(time.perf_counter() - t0, 3),
@@ -137,7 +168,7 @@ def _run_one(recipe: Recipe, preset: str, settings: Any, plan: Plan, outputs: li
                               "seconds": rec.get("seconds", o.seconds),
                               "result": rec.get("result"), "error": o.error, "log": o.log}
     write_json(out / "results.json", doc)
-    render_all(recipe, doc, out, say, docs)
+    render_all(recipe, doc, out, say, runs.docs)
     return doc
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 from .._io import provenance, write_json
 from .kinds import KINDS, Context
+from .launch import DISTRIBUTED_KINDS, Launch, LaunchFailed, launch_step, uses_launcher
 from .steps import Plan, Step, resolve_refs
 
 log = logging.getLogger("robustlab")
@@ -78,64 +79,86 @@ class _Progress:
         self.outcomes[name] = o
         s = self.plan.steps[name]
         detail = {"ok": f"done in {o.seconds:.0f} s", "cached": "cached",
+                  "elsewhere": "runs on machine 0",
                   "failed": f"FAILED: {o.error} (log: {o.log})",
                   "skipped": o.error or "skipped"}[o.status]
         self.say(f"[{self.count}/{self.total}] {s.kind} {name}: {detail}")
 
 
 def run_plan(plan: Plan, names: list[str], out: Path, *, data_root: str | None, device: str,
-             jobs: int = 1, progress: bool = True,
-             say: Callable[[str], None] = print) -> dict[str, Outcome]:
-    """Run the steps ``names`` of ``plan`` (already closed under what they need) into ``out``."""
+             jobs: int = 1, progress: bool = True, say: Callable[[str], None] = print,
+             launch: Launch = Launch(), slots: list[str | None] | None = None
+             ) -> dict[str, Outcome]:
+    """Run the steps ``names`` of ``plan`` (already closed under what they need) into ``out``.
+
+    ``launch``: how training and evaluation steps start (torchrun processes, machines);
+    ``slots``: each side-by-side job's GPUs (:func:`~robustlab.experiments.launch.gpu_slots`)."""
     where = {n: str(step_folder(out, plan.steps[n])) for n in plan.order}
     prog = _Progress(plan, len(names), say)
+    slots = slots or [None] * max(jobs, 1)
+    run = _Runner(where, data_root, device, launch, uses_launcher(launch, slots))
     if jobs <= 1:
-        _run_in_order(plan, names, where, prog, data_root, device, progress)
+        _run_in_order(plan, names, prog, run, slots[0], progress)
     else:
-        _run_side_by_side(plan, names, where, prog, data_root, device, jobs)
+        _run_side_by_side(plan, names, prog, run, slots)
     return prog.outcomes
 
 
-def _run_in_order(plan: Plan, names: list[str], where: dict[str, str], prog: _Progress,
-                  data_root: str | None, device: str, progress: bool) -> None:
-    """One step after the other in this process, announcing each that is not cached."""
+@dataclass(frozen=True)
+class _Runner:
+    """What every step of a run shares: folders, data, device, and how steps start."""
+
+    where: dict[str, str]
+    data_root: str | None
+    device: str
+    launch: Launch
+    launched: bool  # steps start in a torchrun process of their own
+
+
+def _run_in_order(plan: Plan, names: list[str], prog: _Progress, run: _Runner,
+                  gpus: str | None, progress: bool) -> None:
+    """One step after the other, announcing each that is not cached."""
     for name in names:
         dep = prog.blocked(name)
         if dep:
             prog.skip(name, dep)
             continue
         s = plan.steps[name]
-        if read_done(Path(where[name])) is None:
+        if read_done(Path(run.where[name])) is None and _runs_here(s, run):
             prog.say(f"[{prog.count + 1}/{prog.total}] {s.kind} {name}: running "
                      f"({s.about or s.kind})")
-        prog.finish(name, run_step(s, where, data_root, device, progress))
+        prog.finish(name, run_step(s, run, gpus, progress))
 
 
-def _run_side_by_side(plan: Plan, names: list[str], where: dict[str, str], prog: _Progress,
-                      data_root: str | None, device: str, jobs: int) -> None:
-    """Up to ``jobs`` worker processes; a step starts once every step it needs has ended (no
-    progress bars: the workers' would interleave)."""
-    pending = list(names)
-    with ProcessPoolExecutor(jobs, mp_context=_spawn()) as pool:
-        running: dict[Any, str] = {}
+def _run_side_by_side(plan: Plan, names: list[str], prog: _Progress, run: _Runner,
+                      slots: list[str | None]) -> None:
+    """Up to ``len(slots)`` worker processes, each job on its slot's GPUs; a step starts once
+    every step it needs has ended (no progress bars: the workers' would interleave)."""
+    pending, free = list(names), list(range(len(slots)))
+    with ProcessPoolExecutor(len(slots), mp_context=_spawn()) as pool:
+        running: dict[Any, tuple[str, int]] = {}
         while pending or running:
             for name in list(pending):
-                if len(running) >= jobs:
+                if not free:
                     break
-                if any(d in pending or d in running.values() for d in plan.steps[name].needs):
+                busy = {n for n, _ in running.values()}
+                if any(d in pending or d in busy for d in plan.steps[name].needs):
                     continue
                 pending.remove(name)
                 dep = prog.blocked(name)
                 if dep:
                     prog.skip(name, dep)
                     continue
-                running[pool.submit(run_step, plan.steps[name], where, data_root, device,
-                                    False)] = name
+                slot = free.pop(0)
+                running[pool.submit(run_step, plan.steps[name], run, slots[slot], False)] = (
+                    name, slot)
             if not running:
                 continue
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
-                prog.finish(running.pop(fut), fut.result())
+                name, slot = running.pop(fut)
+                free.append(slot)
+                prog.finish(name, fut.result())
 
 
 def _spawn():
@@ -144,44 +167,68 @@ def _spawn():
     return multiprocessing.get_context("spawn")
 
 
-def run_step(step: Step, where: dict[str, str], data_root: str | None, device: str,
-             progress: bool) -> Outcome:
-    """Run one step (or return its cached record) and write its ``step.json``."""
-    folder = Path(where[step.name])
+def _runs_here(step: Step, run: _Runner) -> bool:
+    """Machine 0 runs every step; the others only meet it for the distributed ones."""
+    return run.launch.main or step.kind in DISTRIBUTED_KINDS
+
+
+def run_step(step: Step, run: _Runner, gpus: str | None, progress: bool) -> Outcome:
+    """Run one step (or return its cached record) and write its ``step.json`` (machine 0)."""
+    folder = Path(run.where[step.name])
     done = read_done(folder)
     if done is not None:
         return Outcome("cached", done.get("seconds", 0.0), done.get("result"))
+    if not _runs_here(step, run):
+        return Outcome("elsewhere")
     folder.mkdir(parents=True, exist_ok=True)
-    settings = resolve_refs(step.settings, where)
+    settings = resolve_refs(step.settings, run.where)
     log_path = folder / "log.txt"
+    record = {"name": step.name, "id": step.id, "kind": step.kind}
     t0 = time.perf_counter()
-    with _captured(log_path):
-        try:
-            result = KINDS.get(step.kind)(settings, Context(folder, data_root, device, progress))
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # a failed step is a result: the others still run
-            logging.getLogger("robustlab").error("%s", traceback.format_exc())
-            seconds = round(time.perf_counter() - t0, 3)
-            write_json(folder / "step.json", {"name": step.name, "id": step.id,
-                                              "kind": step.kind, "status": "failed",
-                                              "error": _one_line(exc), "seconds": seconds})
-            return Outcome("failed", seconds, error=_one_line(exc), log=str(log_path))
+    try:
+        if run.launched:
+            result = launch_step(run.launch, gpus, step.kind, settings, folder, run.data_root,
+                                 run.device, progress)
+        else:
+            with captured(log_path):
+                result = KINDS.get(step.kind)(settings, Context(folder, run.data_root,
+                                                                run.device, progress))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failed step is a result: the others still run
+        if not run.launched:
+            with captured(log_path):
+                logging.getLogger("robustlab").error("%s", traceback.format_exc())
+        seconds = round(time.perf_counter() - t0, 3)
+        if run.launch.main:
+            write_json(folder / "step.json", {**record, "status": "failed",
+                                              "error": one_line(exc), "seconds": seconds})
+        return Outcome("failed", seconds, error=one_line(exc), log=str(log_path))
     seconds = round(time.perf_counter() - t0, 3)
-    write_json(folder / "step.json", {"name": step.name, "id": step.id, "kind": step.kind,
-                                      "status": "ok", "settings": step.settings,
-                                      "resolved": settings, "seconds": seconds,
-                                      "result": result, "provenance": provenance()})
+    if run.launch.main:
+        write_json(folder / "step.json", {
+            **record, "status": "ok", "settings": step.settings, "resolved": settings,
+            "seconds": seconds, "result": result, "provenance": provenance(),
+            **({"launch": _launched(run.launch, step, gpus)} if run.launched else {})})
     return Outcome("ok", seconds, result)
 
 
-def _one_line(exc: BaseException) -> str:
+def _launched(launch: Launch, step: Step, gpus: str | None) -> dict[str, Any]:
+    """How the step ran, for its record."""
+    many = step.kind in DISTRIBUTED_KINDS
+    return {"nproc_per_node": launch.nproc_per_node if many else 1,
+            "nnodes": launch.nnodes if many else 1, "gpus": gpus}
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, LaunchFailed):  # already the failing process's one line
+        return " ".join(str(exc).split())
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager
-def _captured(path: Path) -> Iterator[None]:
+def captured(path: Path) -> Iterator[None]:
     """Send robustlab's log records and Python warnings of a step to its log file as well."""
     handler = logging.FileHandler(path, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
