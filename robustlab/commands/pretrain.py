@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import (add_data_args, add_optim_args, add_run_args, config_from_args, data_settings,
-                     number, size, val_size)
+from .common import (add_data_args, add_optim_args, add_run_args, check_amp_flag,
+                     config_from_args, data_settings, number, size, val_size)
 
 NAME = "pretrain"
 ORDER = 12
@@ -15,7 +15,9 @@ HELP = ("contrastive pre-training of an encoder (simclr, a2a, a2s, dual-bn); lab
 # CLI flag -> PretrainConfig field (only flags the user gave override the config file)
 _FIELDS = ("dataset", "model", "method", "epochs", "batch_size", "optimizer", "lr", "momentum",
            "weight_decay", "schedule", "warmup_epochs", "grad_clip", "width", "subset", "val",
-           "augment", "temperature", "proj_dim", "eps", "step_size", "steps", "seed", "amp")
+           "augment", "temperature", "proj_dim", "eps", "step_size", "steps", "seed", "amp",
+           "adversary", "yopo_m", "yopo_n",
+           "channels_last", "compile")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=number, help="contrastive attack budget (default 8/255)")
     p.add_argument("--step-size", type=number, help="contrastive attack step (default 2/255)")
     p.add_argument("--steps", type=int, help="contrastive attack steps (default 5)")
+    p.add_argument("--adversary", choices=["pgd", "yopo"], help="how the attacked views are made "
+                   "(a2a, a2s, dual-bn): pgd (default, ACL's) or yopo: YOPO-m-n on NT-Xent, m "
+                   "full passes each followed by n updates of --step-size through the first layer")
+    p.add_argument("--yopo-m", type=int, help="--adversary yopo: outer iterations, full "
+                   "forward-backward passes per batch (default 5)")
+    p.add_argument("--yopo-n", type=int, help="--adversary yopo: inner updates through the first "
+                   "layer after each pass (default 3)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     add_run_args(p, "model_kwargs.pretrained=false")
 
 
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.contrastive import pretrain
 
     cfg = build_config(args)
+    check_amp_flag(cfg.amp, args.device)  # fp16 on a CPU: refused before anything is read
     final = pretrain(cfg, args.out, data_root=args.data_root, device=args.device,
                      resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(json.dumps({"out": args.out, "encoder": f"{args.out}/encoder.safetensors", **final}))

@@ -18,8 +18,10 @@ _FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momen
            "schedule", "width", "subset", "val", "augment", "method", "seed", "amp", "init",
            "grad_clip", "warmup_epochs")
 # CLI flags that are method_args keys (adversarial methods; a method refuses settings it does not
-# take)
-_METHOD_ARGS = ("eps", "steps", "step_size", "beta", "source", "mix")
+# take): flag destination -> key
+_METHOD_ARGS = {"eps": "eps", "steps": "steps", "step_size": "step_size", "beta": "beta",
+                "source": "source", "mix": "mix", "replays": "replays", "yopo_m": "m",
+                "yopo_n": "n", "first_layer": "first_layer"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +48,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix", type=float, help="transfer-adv: fraction of each batch attacked: "
                    "replaced by its adversaries (0.5 when not given), or with --set "
                    "method_args.mode=inject added to the batch (1 when not given)")
+    g.add_argument("--replays", type=int, help="free: passes over each mini-batch, m (paper: 8); "
+                   "the run makes ceil(epochs / m) passes over the data, as many optimiser steps "
+                   "as --epochs of standard training (--step-size: default eps)")
+    g.add_argument("--yopo-m", type=int, help="yopo: outer iterations, full forward-backward "
+                   "passes per mini-batch (default 5; method_args.m)")
+    g.add_argument("--yopo-n", type=int, help="yopo: inner updates through the first layer after "
+                   "each pass (default 3; method_args.n; --step-size: their step, default 2/255)")
+    g.add_argument("--first-layer", help="yopo: the module the model is split after, a name from "
+                   "model.named_modules() (default: the model's robustlab_first_layer, else the "
+                   "first module with weights its forward runs)")
     p.add_argument("--init", help="start from this checkpoint's weights")
     p.add_argument("--linear-probe", action="store_true", default=None,
                    help="train only the final linear layer (with --init: evaluate a frozen encoder)")
@@ -61,8 +73,8 @@ def build_config(args: argparse.Namespace):
     from ..config import from_dict
     from ..training import TrainConfig
 
-    extra: dict = {"method_args": {key: getattr(args, key) for key in _METHOD_ARGS
-                                   if getattr(args, key, None) is not None}}
+    extra: dict = {"method_args": {key: getattr(args, dest) for dest, key in _METHOD_ARGS.items()
+                                   if getattr(args, dest, None) is not None}}
     extra.update({flag: True for flag in ("channels_last", "compile", "linear_probe")
                   if getattr(args, flag)})
     if args.from_scratch:

@@ -54,6 +54,12 @@ class Trainer:
     world: World = World()
     meta: dict[str, Any]
 
+    @property
+    def epochs(self) -> int:
+        """Passes over the data the run makes: ``cfg.epochs`` unless the trainer says otherwise
+        (after :meth:`build`; Free-AT's replays divide them)."""
+        return self.cfg.epochs
+
     def dependencies(self) -> Iterable[tuple[str, str | None]]:
         """(name, path) of the files the weights depend on, checked on resume (None: no file)."""
         return ()
@@ -107,7 +113,7 @@ def run_training(trainer: Trainer, out: str | Path, *, resume: bool = False,
 
 
 def _epochs(trainer: Trainer, out_dir: RunDir) -> dict[str, Any]:
-    epochs = trainer.cfg.epochs
+    epochs = trainer.epochs
     start, trainer.meta = out_dir.resume_from(epochs, **trainer.state())
     done = out_dir.read_metrics()
     metrics: dict[str, Any] = dict(done[-1]) if done else {}

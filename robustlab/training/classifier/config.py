@@ -9,7 +9,7 @@ from ..._checks import check_eps, check_int, check_positive, is_size
 from ...errors import ConfigError
 from ...data.options import DataOptions
 from ..checks import check_model_kwargs, check_val, data_options
-from .methods import check_method_args
+from .methods import check_method_config
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,9 @@ class TrainConfig:
 
         check_model_kwargs(self.model_kwargs)
         # method_args stays the plain mapping config.json saves, but is checked against the
-        # method's typed Args here, so a typo fails before any data is loaded or file written
-        check_method_args(self.method, self.method_args)
+        # method's typed Args here, so a typo fails before any data is loaded or file written;
+        # then the options the method cannot honour (e.g. free/yopo with --amp fp16)
+        check_method_config(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

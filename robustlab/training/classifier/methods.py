@@ -2,7 +2,14 @@
 
 A method is a class registered in :data:`METHODS` with a frozen ``Args`` dataclass (its settings,
 checked by name and type) and ``loss(model, x, y, generator) -> StepOutput``. Adversarial methods
-(FGSM, PGD, TRADES, transfer-adversary injection) register here too.
+(FGSM, PGD, TRADES, transfer-adversary injection; Free-AT in free.py, YOPO in yopo.py) register
+here too.
+
+Replays: a method may ask for several forward-backward passes over each mini-batch
+(``replays``). The trainer then calls :meth:`Method.start_batch` once, and per replay ``loss``,
+the backward pass and :meth:`Method.after_backward` (which reads the gradients that backward
+left, e.g. an input perturbation's). With ``step_each_replay`` every replay ends in an optimiser
+step (Free-AT); otherwise the replays' gradients are summed into one step (YOPO).
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ class MethodContext:
     train_data: Any
     num_classes: int
     device: torch.device
+    model: Any = None  # the model the run trains (a method may need to look inside it: YOPO)
 
 
 class Method:
@@ -52,14 +60,30 @@ class Method:
         self.ctx = ctx
 
     name = "method"
+    replays: int = 1                # forward-backward passes per mini-batch
+    step_each_replay: bool = False  # True: an optimiser step after every replay
 
     @classmethod
     def check_args(cls, args: Any) -> None:
         """Checks of the settings (an ``Args``) that need no data; run before any data is loaded
         (:func:`check_method_args`). Methods override it; the default checks nothing more."""
 
+    @classmethod
+    def check_config(cls, cfg: Any, args: Any) -> None:
+        """Checks of the rest of the training config (``cfg``, a TrainConfig) against the
+        method's settings: options it cannot honour are refused here, before any data is loaded.
+        The default refuses nothing."""
+
     def start_epoch(self, epoch: int, model: torch.nn.Module, generator: torch.Generator) -> None:
         """Called before each epoch (e.g. to regenerate a pool of adversarial examples)."""
+
+    def start_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> None:
+        """Called once per mini-batch (this process's shard, never empty) before its replays."""
+
+    def after_backward(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       out: StepOutput) -> None:
+        """Called after each replay's backward pass, before the gradients are combined over
+        processes and stepped; may read the gradients (and add to the weights' own)."""
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
              generator: torch.Generator) -> StepOutput:
@@ -99,6 +123,31 @@ def check_method_args(name: str, args: Mapping[str, Any]) -> Any:
         check_method_eps(name, a.eps)
     cls.check_args(a)
     return a
+
+
+def check_method_config(cfg: Any) -> None:
+    """The method's settings (:func:`check_method_args`), then the options of ``cfg`` (a
+    TrainConfig) the method cannot honour (:meth:`Method.check_config`). Run by TrainConfig."""
+    METHODS.get(cfg.method).check_config(cfg, check_method_args(cfg.method, cfg.method_args))
+
+
+def check_count(method: str, key: str, value: object, what: str) -> int:
+    """A method's count setting: an integer >= 1 (``what`` says what it counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"method {method!r}: {key} ({what}) must be an integer >= 1, got "
+                          f"{value!r}")
+    return value
+
+
+def refuse_fp16(method: str, cfg: Any, why: str) -> None:
+    """Refuse ``--amp fp16`` for a method whose input step reads the gradients of a replay: the
+    gradient scaler may skip such a step on overflow, but the inf/NaN input gradient it skipped
+    would still move the perturbation (``why`` says which)."""
+    if cfg.amp == "fp16":
+        raise ConfigError(f"method {method!r} cannot train with --amp fp16: {why} reads the "
+                          "loss-scaled gradient of every replay, and a step the gradient scaler "
+                          "skips on overflow would still move it by an inf/NaN gradient; use "
+                          "--amp bf16 (no loss scaling) or --amp none")
 
 
 def build_method(name: str, args: dict[str, Any], ctx: MethodContext) -> Method:

@@ -130,16 +130,36 @@ class ClassifierTrainer(Trainer):
         train_data, val_data = (prepare_data(cfg, self.data_root) if self.given is None else
                                 prepare_data(cfg, self.data_root, self.given))
         out_dir.depend_data("training data", train_data)
+        train_data, val_data = (rl_data.place(d, device) for d in (train_data, val_data))  # GPU
         model = self._build_model(train_data, device)
         optimizer = build_optimizer(cfg, model.parameters())
         method = build_method(cfg.method, cfg.method_args,
-                              MethodContext(cfg, train_data, train_data.num_classes, device))
+                              MethodContext(cfg, train_data, train_data.num_classes, device, model))
         self.run = Run(cfg, out_dir, model, optimizer, train_data, val_data, device,
                        method=method)
         self.hooks = [*build_guards(cfg, method, val_data is not None,
                                     epoch_seed(cfg.seed, 0, stream=3)), *self.user_hooks]
         self.augment = cfg.augment or train_data.default_augment
-        self.steps_per_epoch = -(-len(train_data) // cfg.batch_size)
+        self.steps_per_epoch = -(-len(train_data) // cfg.batch_size)  # mini-batches per pass
+        self._plan_replays(method)
+
+    def _plan_replays(self, method) -> None:
+        """Optimiser steps per mini-batch, passes over the data and the schedule's length. A
+        method stepping after each of its m replays (Free-AT) makes ceil(epochs / m) passes, so the
+        run takes as many optimiser steps as ``epochs`` epochs of standard training."""
+        cfg, m = self.cfg, method.replays
+        self.updates_per_batch = m if method.step_each_replay else 1
+        self.passes = -(-cfg.epochs // m) if method.step_each_replay else cfg.epochs
+        self.total_steps = self.steps_per_epoch * self.passes * self.updates_per_batch
+        if method.step_each_replay and m > 1:
+            log.info("method %s: --epochs %d with %d replays per mini-batch: %d passes over the "
+                     "data, %d optimiser steps", cfg.method, cfg.epochs, m, self.passes,
+                     self.total_steps)
+
+    @property
+    def epochs(self) -> int:
+        """Passes over the data (``cfg.epochs``, or ceil(epochs / replays) for Free-AT)."""
+        return self.passes
 
     def _build_model(self, train_data, device: torch.device) -> torch.nn.Module:
         """The model from its initial-weights stream, on ``device``, the same on every rank;
@@ -171,18 +191,21 @@ class ClassifierTrainer(Trainer):
         tally = _Tally(run.device)
         batches = rl_data.batches(run.train_data, cfg.batch_size, shuffle=True, generator=gen,
                                   augment=self.augment, device=run.device)
-        bar = progress_bar(batches, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = progress_bar(batches, self.steps_per_epoch, f"epoch {epoch + 1}/{self.passes}",
                            self.progress and w.main)
-        lr, step0 = cfg.lr, epoch * self.steps_per_epoch
+        per_batch = self.updates_per_batch
+        lr, step0 = cfg.lr, epoch * self.steps_per_epoch * per_batch
         for i, (x, y) in enumerate(bar):
-            out, y, lr = self._step(x, y, _step_generator(gen, i, w), step0 + i)
-            if out is None:  # an empty shard: nothing to count
-                continue
-            tally.add(out, y)
+            outs, y, lr = self._step(x, y, _step_generator(gen, i, w), step0 + i * per_batch)
+            for out in outs:  # every replay counts (none for an empty shard)
+                tally.add(out, y)
             if (i + 1) % _CHECK_EVERY == 0:
                 _check_finite(tally.loss_sum, epoch)
                 bar.set_postfix(**tally.postfix(), lr=f"{lr:.2g}")
         metrics = tally.metrics(lr, epoch, w)
+        if run.method.replays > 1:  # metrics.jsonl says how the epoch was trained
+            metrics.update(replays=run.method.replays,
+                           optimizer_steps=(epoch + 1) * self.steps_per_epoch * per_batch)
         if not all(bool(torch.isfinite(p).all()) for p in self.forward_model.parameters()):
             raise diverged(epoch, "the training loss became non-finite")  # the last update
         average_buffers(run.model, w)
@@ -191,22 +214,35 @@ class ClassifierTrainer(Trainer):
         return metrics
 
     def _step(self, x, y, gen: torch.Generator, step: int):
-        """One global batch at ``step`` of the run: this rank's slice, the gradient combined over
-        ranks, the update. Returns (the method's StepOutput or None, the slice's labels, lr)."""
-        cfg, run, w = self.cfg, self.run, self.world
+        """One global batch whose first optimiser step is ``step`` of the run: this rank's slice,
+        then the method's replays (one for most methods), each a forward-backward pass; the
+        gradient is combined over ranks and stepped after every replay (Free-AT) or once, summed
+        over them (YOPO). Returns (the replays' StepOutputs, none for an empty slice, the slice's
+        labels, lr)."""
+        cfg, run, w, method = self.cfg, self.run, self.world, self.run.method
         global_b = y.shape[0]
         if w.size > 1:  # every rank draws the same global batch and trains on its slice, which
             x, y = x[w.rank::w.size], y[w.rank::w.size]  # may be shorter than others', or empty
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = set_lr(run.optimizer, cfg.lr, lr_factor(cfg, step, self.steps_per_epoch * cfg.epochs))
-        out = _shard_step(cfg, self.forward_model, run.method, run.optimizer, x, y, gen,
-                          run.device, global_b, w, self.scaling)
-        self.scaling.unscale(run.optimizer)  # fp16: true gradients before clipping and the step
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.forward_model.parameters(), cfg.grad_clip)
-        self.scaling.step(run.optimizer)
-        return out, y, lr
+        if y.shape[0]:
+            method.start_batch(x, y, gen)
+        outs, lr, each = [], cfg.lr, method.step_each_replay
+        for r in range(method.replays):
+            first, last = each or r == 0, each or r == method.replays - 1
+            if first:
+                lr = set_lr(run.optimizer, cfg.lr,
+                            lr_factor(cfg, step + (r if each else 0), self.total_steps))
+            out = _shard_step(cfg, self.forward_model, method, run.optimizer, x, y, gen,
+                              run.device, global_b, w, self.scaling, zero=first, reduce=last)
+            if out is not None:
+                outs.append(out)
+            if last:
+                self.scaling.unscale(run.optimizer)  # fp16: true gradients before clip and step
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.forward_model.parameters(), cfg.grad_clip)
+                self.scaling.step(run.optimizer)
+        return outs, y, lr
 
     def after_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
         """Validation accuracy, then the hooks; "restore" puts back the previous epoch."""
@@ -297,9 +333,11 @@ def _step_generator(gen: torch.Generator, step: int, w: World) -> torch.Generato
 
 
 def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int, w: World,
-                scaling: GradScaling | None = None):
+                scaling: GradScaling | None = None, *, zero: bool = True, reduce: bool = True):
     """This rank's gradient for one global batch of ``global_b`` samples, combined over ranks;
-    returns the method's StepOutput, or None for an empty shard.
+    returns the method's StepOutput, or None for an empty shard. ``zero``: start from zero
+    gradients (else add to them: a replay summed into one step); ``reduce``: combine over ranks
+    now (once per optimiser step). The method's ``after_backward`` runs after the backward pass.
 
     Methods return a mean over their (local) batch, so each rank's gradient is weighted by its
     share ``b / global_b`` and the ranks' gradients summed: the gradient of the global batch's
@@ -311,13 +349,17 @@ def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int,
     if y.shape[0]:
         with amp_context(cfg.amp, device):
             out = method.loss(model, x, y, gen)
-    optimizer.zero_grad(set_to_none=True)
+    if zero:
+        optimizer.zero_grad(set_to_none=True)
     if out is not None:
         if scaling is None:
             out.loss.backward()
         else:
             scaling.backward(out.loss)  # fp16: the scaled loss (the same scale on every rank)
-    all_reduce_grads(model.parameters(), w, weight=y.shape[0] / global_b)
+        with amp_context(cfg.amp, device):
+            method.after_backward(model, x, y, out)  # e.g. the perturbation's step
+    if reduce:
+        all_reduce_grads(model.parameters(), w, weight=y.shape[0] / global_b)
     return out
 
 

@@ -48,8 +48,15 @@ class PretrainConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 5
+    # the views' adversary: "pgd" (ACL's) or "yopo" (YOPO-m-n on NT-Xent: yopo_m full passes,
+    # yopo_n updates of step_size through the first layer after each; steps then unused)
+    adversary: Literal["pgd", "yopo"] = "pgd"
+    yopo_m: int = 5
+    yopo_n: int = 3
     seed: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
     data: DataOptions = field(default_factory=DataOptions)  # as TrainConfig.data
 
     def __post_init__(self) -> None:
@@ -67,6 +74,7 @@ class PretrainConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         check_int("proj_dim", self.proj_dim)
         check_int("steps", self.steps)
+        self._check_adversary()
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
         if any(not 0 < m < 1 for m in self.milestones):
@@ -79,6 +87,20 @@ class PretrainConfig:
         object.__setattr__(self, "data", data_options(self.data))
         check_int("seed", self.seed, 0)
         check_model_kwargs(self.model_kwargs)
+
+    def _check_adversary(self) -> None:
+        if self.adversary not in ("pgd", "yopo"):
+            raise ConfigError(f"adversary must be 'pgd' (ACL's) or 'yopo' (YOPO-m-n), got "
+                              f"{self.adversary!r}")
+        check_int("yopo_m (YOPO's outer iterations: full passes per batch)", self.yopo_m)
+        check_int("yopo_n (YOPO's inner updates through the first layer per pass)", self.yopo_n)
+        if self.adversary != "pgd" and not PRETRAIN_METHODS.get(self.method).adversarial:
+            raise ConfigError(f"--adversary {self.adversary} attacks the views of a2a, a2s or "
+                              f"dual-bn; method {self.method!r} trains on clean views only")
+        if self.adversary == "yopo" and getattr(self, "compile", False):
+            raise ConfigError("--adversary yopo cannot attack a compiled model (--compile): it "
+                              "stops the forward pass after the first layer from a module hook, "
+                              "which a compiled graph does not run; drop --compile")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":

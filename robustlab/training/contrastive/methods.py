@@ -12,6 +12,14 @@
 Each method is ``step(net, v1, v2, attack, generator) -> (loss, stats)`` with v1, v2 the
 (N, C, H, W) views in [0, 1]. The attacks run the one PGD engine with the "nt-xent" objective;
 the engine puts the encoder in eval mode with frozen parameters during the attack (ACL's setting).
+
+The adversary (``ContrastiveAttack.adversary``): "pgd" (ACL's), or "yopo", the adversary of
+YOPO-m-n (Zhang et al. 2019; the traffic-sign report's "generated using PGD or YOPO"): on the
+same NT-Xent objective and in the same mode, m full forward-backward passes through the frozen
+encoder each give the adjoint at its first layer, and each is followed by n cheap updates of
+the view's perturbation through that layer only (m * n updates for the price of m passes). The
+encoder then trains on the finished views exactly as with PGD (ACL's step: one pass on them), so
+the weight-gradient reuse of classifier YOPO (``robustlab train --method yopo``) is not part of it.
 """
 from __future__ import annotations
 
@@ -21,22 +29,62 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ...attacks import pgd
-from ...attacks.objectives import TEMPERATURE, nt_xent
+from ...attacks import frozen_eval, pgd
+from ...attacks.objectives import TEMPERATURE, make_nt_xent, nt_xent
+from ...models.first_layer import FirstLayer, find_first_layer
 from ...registry import Registry
+from ..classifier.yopo import inner_updates, start_perturbation
+from ...shard import shard_start
 from .dual_bn import bn_branch
 from .projection import ProjectionModel
 
 
 @dataclass(frozen=True)
 class ContrastiveAttack:
-    """The contrastive attack (ACL: linf eps 8/255, step 2/255, 5 steps, uniform start)."""
+    """The contrastive attack (ACL: linf eps 8/255, step 2/255, 5 steps, uniform start).
+
+    ``adversary="yopo"``: YOPO-``yopo_m``-``yopo_n`` instead of PGD (``steps`` unused,
+    ``step_size`` the inner step), splitting the network after ``first_layer``."""
 
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 5
     temperature: float = TEMPERATURE
     amp_dtype: Optional[torch.dtype] = None
+    adversary: str = "pgd"
+    yopo_m: int = 5
+    yopo_n: int = 3
+    first_layer: Optional[FirstLayer] = None
+
+
+def contrastive_attack(cfg, net: torch.nn.Module, probe: Tensor) -> ContrastiveAttack:
+    """The attack a PretrainConfig asks for; with the yopo adversary, ``net``'s first layer found
+    on ``probe`` (a few images in [0, 1]), refused clearly when it cannot be."""
+    layer = None
+    if cfg.adversary == "yopo":
+        layer = find_first_layer(net, probe, who="--adversary yopo")
+    return ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature,
+                             adversary=cfg.adversary, yopo_m=cfg.yopo_m, yopo_n=cfg.yopo_n,
+                             first_layer=layer)
+
+
+def yopo_views(net: torch.nn.Module, x: Tensor, attack: ContrastiveAttack,
+               generator: torch.Generator, x_pair: Tensor | None = None) -> Tensor:
+    """YOPO-m-n's adversary on NT-Xent (the encoder in eval mode, frozen): from a uniform start,
+    m times one full pass to the adjoint p = dNT-Xent / d f0 (the backward stops at f0's output),
+    then n sign steps of ``step_size`` through f0 alone. Returns views in the eps-ball and
+    [0, 1]."""
+    layer, a = attack.first_layer, attack
+    with frozen_eval(net):
+        objective = make_nt_xent(net, x, None, x_pair=x_pair, temperature=a.temperature)
+        eta = start_perturbation(x, a.eps, generator)
+        for _ in range(a.yopo_m):
+            with layer.adjoint() as leaves:
+                total = objective(x + eta).sum()  # the batch's NT-Xent, to be maximised
+            (p,) = torch.autograd.grad(total, leaves)
+            eta = inner_updates(layer, net, x, eta, p, eps=a.eps, step_size=a.step_size,
+                                n=a.yopo_n)
+    return (x + eta).detach().to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -62,12 +110,16 @@ def attack_views(net: ProjectionModel, x: Tensor, attack: ContrastiveAttack,
                  generator: torch.Generator, x_pair: Tensor | None = None) -> Tensor:
     """PGD on NT-Xent: ``x`` = cat(v1, v2) for both views (A2A), or v1 with the clean ``x_pair``
     (A2S). Returns the adversarial images (same shape as x, in the eps-ball and in [0, 1])."""
+    if attack.adversary == "yopo":
+        return yopo_views(net, x, attack, generator, x_pair)
     kwargs = {"temperature": attack.temperature}
     if x_pair is not None:
         kwargs["x_pair"] = x_pair
+    # under torchrun: this rank's rows of the global batch's start (None: pgd draws it)
+    start = shard_start(x, attack.eps, generator, blocks=1 if x_pair is not None else 2)
     return pgd(net, x, None, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
                random_start=True, objective="nt-xent", objective_kwargs=kwargs,
-               generator=generator, amp_dtype=attack.amp_dtype)
+               generator=generator, amp_dtype=attack.amp_dtype, init=start)
 
 
 def _pair_loss(net: ProjectionModel, a: Tensor, b: Tensor, attack: ContrastiveAttack) -> Tensor:
