@@ -39,6 +39,13 @@ def world() -> World:
 def device_for(w: World, device: torch.device) -> torch.device:
     """With several processes on a GPU machine, each takes the GPU of its local rank."""
     if w.size > 1 and device.type == "cuda" and device.index is None:
+        gpus = torch.cuda.device_count()
+        if w.local_rank >= gpus:
+            from .errors import ConfigError
+
+            raise ConfigError(f"process {w.local_rank} of this machine has no GPU: {gpus} "
+                              f"visible, so start at most {gpus} processes per machine "
+                              "(torchrun --nproc_per_node), or run on the CPU with --device cpu")
         torch.cuda.set_device(w.local_rank)
         return torch.device("cuda", w.local_rank)
     return device
@@ -174,12 +181,3 @@ def all_sum_named(sums: dict[str, torch.Tensor], w: World,
     t = all_sum(torch.stack([torch.as_tensor(sums.get(k, zero), device=device).float()
                              for k in keys]), w)
     return dict(zip(keys, t.unbind()))
-
-
-def require_single_process(what: str) -> None:
-    """Refuse to run ``what`` under torchrun with several processes (they would all write)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{what} runs in one process; start it without torchrun "
-                          "(train and evaluate support several processes)")

@@ -234,12 +234,5 @@ def test_gradients_of_uneven_and_empty_shards_are_weighted(tmp_path):
         assert got["c"] is None and {k: float(v) for k, v in got["sums"].items()} == {"kl": 2.0}
 
 
-def test_single_process_trainers_refuse_torchrun(monkeypatch, tmp_path):
-    from robustlab.training import PretrainConfig, PurifierConfig, pretrain, train_purifier
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="runs in one process"):
-        pretrain(PretrainConfig(dataset="synthetic", model="small-cnn"), tmp_path / "p")
-    with pytest.raises(ConfigError, match="runs in one process"):
-        train_purifier(PurifierConfig(dataset="synthetic", extractor="x"), tmp_path / "q")
-    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
+# train-purifier, pretrain and compare-pretraining run under torchrun too (they used to refuse):
+# tests/test_distributed_trainers.py

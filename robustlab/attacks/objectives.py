@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputError
 from ..registry import Registry
+from ..shard import global_rows
 from .geometry import work_dtype
 
 Objective = Callable[[Tensor], Tensor]
@@ -160,16 +161,21 @@ def nt_xent_per_anchor(z1: Tensor, z2: Tensor, temperature: float = TEMPERATURE)
     positive is its other view p(i) = i +- N and its negatives are the other 2N - 2 rows:
     ``l_i = -s_ip(i) + log sum_{k != i} exp(s_ik)``.
 
+    Under torchrun, inside a sharded training step (:func:`robustlab.shard.sharded`), z1 and z2
+    are this rank's rows; they are gathered (with their gradient) into the global batch first, so
+    the loss, and the contrastive attack maximising it, are the global batch's, as in one process.
+
     Args:
         z1, z2: (N, D) projections of the first and second views (row i of both: the same image).
         temperature: tau > 0.
     Returns:
         (2N,) per-anchor losses, in float32 (or wider): rows 0..N-1 anchor on view 1, N..2N-1 on
-        view 2.
+        view 2 (N: the global batch's size in a sharded step).
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise InputError(f"NT-Xent needs two (N, D) projections of the same shape, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    z1, z2 = global_rows(z1, z2)  # this rank's rows -> the global batch's (a no-op elsewhere)
     n = z1.shape[0]
     if n < 2:
         raise InputError(f"NT-Xent needs at least 2 images per batch (the other images of the "

@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         pre, fine, args.out, eps=args.eps or DEFAULT_EPS, pgd_steps=args.pgd_steps,
         step_size=args.pgd_step_size, n=args.n, data_root=args.data_root, device=args.device,
         resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    from ..distributed import world
+
+    if not world().main:  # under torchrun every rank returns; one prints
+        return 0
     print(Path(args.out, "comparison.md").read_text(), end="")
     print(json.dumps({"out": args.out, "mean_difference_points": summary["mean_difference_points"],
                       "seconds": summary["seconds"], "files": summary["files"]}))

@@ -9,10 +9,15 @@ The pre-trained arm's extra cost (its pre-training seconds) is reported, not hid
 Writes under ``out``: ``pretrain/``, ``finetuned/``, ``baseline/`` (ordinary run directories),
 ``pgd_vs_eps.{csv,json,png}`` (both curves on one figure) and ``comparison.{json,md}`` (accuracy
 per eps for both arms and their difference in points).
+
+Under torchrun every process runs every step: the three trainings and the sweep (the evaluation
+harness shards its images) as they run under torchrun alone; rank 0 holds ``out``'s lock and
+writes the results, and every rank returns them.
 """
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +27,7 @@ from ..._io import file_group, new_dirs, provenance, write_json, write_text
 from ..._lock import Lock
 from ...defaults import step_text
 from ...config import to_dict
+from ...distributed import barrier, world
 from ...errors import ConfigError
 from ...runtime import resolve_device
 from ..checks import check_names
@@ -68,9 +74,13 @@ def compare_pretraining(pre: PretrainConfig, fine: TrainConfig, out: str | Path,
     out = Path(out)
     runs = dict(data_root=data_root, device=device, resume=resume, overwrite=overwrite,
                 progress=progress)
-    with new_dirs(out), Lock(out, is_dir=True, what=f"--out {out}"):
-        return _compare(pre, fine, out, runs, eps, pgd_steps, step_size, n, data_root, device,
-                        progress)
+    main = world().main  # under torchrun: rank 0 locks and writes
+    with (new_dirs(out) if main else nullcontext()), \
+            (Lock(out, is_dir=True, what=f"--out {out}") if main else nullcontext()):
+        summary = _compare(pre, fine, out, runs, eps, pgd_steps, step_size, n, data_root, device,
+                           progress and main)
+    barrier(world())  # the other ranks return once the results are written
+    return summary
 
 
 def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, data_root, device,
@@ -93,9 +103,8 @@ def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, dat
     values = [0.0, *sorted(float(e) for e in eps)]
     rows = sweep(arms, test, "pgd", param="eps", values=values, settings=settings, n=n,
                  seed=fine.seed, device=dev, progress=progress)
-    with file_group():
-        paths = save_sweep(rows, out / "pgd_vs_eps",
-                           title=f"{fine.dataset} {fine.model}: white-box PGD-{pgd_steps}")
+    paths = _save_sweep(rows, out / "pgd_vs_eps",
+                        f"{fine.dataset} {fine.model}: white-box PGD-{pgd_steps}", save_sweep)
     table = difference_table(rows, *arm_names(pre, fine))
     summary = {
         "arms": {name: run for name, run in named.items()},
@@ -110,10 +119,19 @@ def _compare(pre, fine, out: Path, runs: dict, eps, pgd_steps, step_size, n, dat
         "pretrain_config": to_dict(pre), "train_config": to_dict(fine),
         "files": {k: str(v) for k, v in paths.items()}, "provenance": provenance(),
     }
-    with file_group():
-        write_json(out / "comparison.json", summary)
-        write_text(out / "comparison.md", markdown_table(table, *arm_names(pre, fine)))
+    if world().main:
+        with file_group():
+            write_json(out / "comparison.json", summary)
+            write_text(out / "comparison.md", markdown_table(table, *arm_names(pre, fine)))
     return summary
+
+
+def _save_sweep(rows, prefix: Path, title: str, save) -> dict[str, Path]:
+    """The sweep's files (rank 0 writes them); their paths on every rank."""
+    if world().main:
+        with file_group():
+            return save(rows, prefix, title=title)
+    return {ext: prefix.with_name(f"{prefix.name}.{ext}") for ext in ("csv", "json", "png")}
 
 
 def difference_table(rows: list[dict], pre_name: str, base_name: str) -> list[dict]:

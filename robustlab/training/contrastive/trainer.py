@@ -5,6 +5,15 @@ The run (folder, resume, per-epoch seeds, epoch loop, checks and writes) is the 
 ``config.json``, ``metrics.jsonl`` (a line per epoch with the mean NT-Xent loss and its curve over
 the epoch), ``encoder.safetensors``/``encoder.json`` (a plain classifier checkpoint of the backbone,
 its final Linear untrained, which ``robustlab train --init`` loads) and ``last.*`` (resume state).
+
+Several processes (torchrun): every rank draws the same global batch and its two augmented views,
+and computes the method's step on its slice inside :func:`robustlab.shard.sharded`: NT-Xent (and
+the contrastive attack maximising it) is the global batch's, batch norm normalises by the global
+batch's statistics (SimCLR's "global BN": with per-device statistics a contrastive model can tell
+the positive pair by the statistics of its own device, Chen et al. 2020), the attack's random
+starts are the global batch's rows. The loss is then the same on every rank and each rank's
+gradient is its part of the global one, so the parts are summed; only rank 0 writes. The weights
+equal one process's up to rounding.
 """
 from __future__ import annotations
 
@@ -16,14 +25,15 @@ import torch
 
 from ... import models as rl_models
 from ...data.presets import refuse_flips
-from ...distributed import require_single_process
-from ...errors import InputError, TrainingDiverged
-from ...runtime import amp_context, epoch_seed, resolve_device
+from ...distributed import all_reduce_grads, broadcast_module, device_for, world
+from ...errors import ConfigError, InputError, TrainingDiverged
+from ...runtime import GradScaling, amp_context, check_amp, epoch_seed, resolve_device
+from ...shard import convert_layers, sharded
 from ..checks import check_names
 from .config import PretrainConfig
 from .projection import ProjectionModel, contrastive_preset
 from .dual_bn import convert_dual_bn, export_branch
-from .methods import PRETRAIN_METHODS, ContrastiveAttack
+from .methods import PRETRAIN_METHODS, contrastive_attack
 from ..optim import build_optimizer, lr_factor, set_lr
 from ..rundir import RunDir
 from ..run import Trainer, progress_bar, run_training
@@ -68,7 +78,6 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_root: str | None = No
     Implements SimCLR (Chen et al. 2020) and ACL's A2A, A2S and dual-stream (Jiang et al. 2020).
     Returns the final metrics line (epoch, nt_xent, nt_xent_curve, lr, seconds, ...).
     """
-    require_single_process("contrastive pre-training")
     check_names(cfg, PRETRAIN_METHODS, dataset=data is None)
     method = PRETRAIN_METHODS.get(cfg.method)
     # checks now, writes once everything is built: a run that fails to start leaves nothing
@@ -88,10 +97,14 @@ class Pretrainer(Trainer):
 
     def build(self, out_dir: RunDir) -> None:
         cfg = self.cfg
-        self.device = resolve_device(self.device)
+        self.world = w = world()  # under torchrun: this process's rank; one process otherwise
+        self.device = device_for(w, resolve_device(self.device))
+        check_amp(cfg.amp, self.device)
+        self.scaling = GradScaling(cfg.amp, self.device)  # fp16: a gradient scaler
         self.data, _ = (prepare_data(cfg, self.data_root) if self.given is None else
                         prepare_data(cfg, self.data_root, self.given))
         out_dir.depend_data("training images", self.data, labels=False)
+        _check_world(min(cfg.batch_size, len(self.data)), w)
         self.preset = cfg.augment or contrastive_preset(self.data)
         self.aug = refuse_flips(self.preset, self.data.flip_ok, self.data.name)
         torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
@@ -100,8 +113,12 @@ class Pretrainer(Trainer):
         if self.method.dual_bn:
             convert_dual_bn(encoder)
         self.net = ProjectionModel(encoder, cfg.proj_dim).to(self.device)
+        if w.size > 1:  # batch norm (and dropout) over the global batch; same state-dict keys
+            convert_layers(self.net)
+        broadcast_module(self.net, w)
         self.optimizer = build_optimizer(cfg, self.net.trainable_parameters())
-        self.attack = ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature)
+        probe = self.data.images[:2].to(self.device, torch.float32) / 255  # yopo: first layer
+        self.attack = contrastive_attack(cfg, self.net, probe)
         self.steps_per_epoch = max(1, len(self.data) // cfg.batch_size)
 
     def state(self) -> dict[str, Any]:
@@ -110,6 +127,9 @@ class Pretrainer(Trainer):
     def watched(self) -> dict[str, torch.nn.Module]:
         return {"net": self.net}
 
+    def start_epoch(self, epoch: int, gen: torch.Generator) -> None:
+        self.scaling.load(self.meta.get("grad_scaler"))  # the scale a resumed run had
+
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, Any]:
         cfg, net, optimizer = self.cfg, self.net, self.optimizer
         net.train()
@@ -117,26 +137,42 @@ class Pretrainer(Trainer):
         sums: dict[str, torch.Tensor] = {}
         bar = progress_bar(image_batches(self.data, cfg.batch_size, gen, self.device),
                            self.steps_per_epoch, f"pretrain {cfg.method} {epoch + 1}/{cfg.epochs}",
-                           self.progress)
+                           self.progress and self.world.main)
         lr, step0 = cfg.lr, epoch * self.steps_per_epoch
         total_steps = self.steps_per_epoch * cfg.epochs
         for i, x in enumerate(bar):
-            v1, v2 = self.aug.fn(x, gen), self.aug.fn(x, gen)  # two views, (B, C, H, W) in [0, 1]
             lr = set_lr(optimizer, cfg.lr, lr_factor(cfg, step0 + i, total_steps))
-            with amp_context(cfg.amp, self.device):
-                loss, stats = self.method.step(net, v1, v2, self.attack, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss, stats = self._step(x, gen)
             losses.append(loss.detach().float())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.float()
             if (i + 1) % 25 == 0:
                 _check_finite(torch.stack(losses[-25:]).sum(), epoch)
                 bar.set_postfix(nt_xent=f"{float(losses[-1]):.3f}", lr=f"{lr:.2g}")
+        if self.scaling.enabled:
+            self.meta["grad_scaler"] = self.scaling.state()
         return self._summary(losses, sums, lr, epoch)
+
+    def _step(self, x: torch.Tensor, gen: torch.Generator):
+        """One global batch ``x`` (B, C, H, W): two views drawn for all of it (on every rank
+        alike), the method on this rank's slice, the gradient summed over ranks, the update.
+        Returns the method's (loss, stats): the global batch's on every rank."""
+        cfg, w, optimizer = self.cfg, self.world, self.optimizer
+        v1, v2 = self.aug.fn(x, gen), self.aug.fn(x, gen)  # two views, (B, C, H, W) in [0, 1]
+        with sharded(x.shape[0], w) as shard:
+            if shard is not None:  # this rank's rows (at least one: _check_world)
+                v1, v2 = shard.take(v1), shard.take(v2)
+            with amp_context(cfg.amp, self.device):
+                loss, stats = self.method.step(self.net, v1, v2, self.attack, gen)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaling.backward(loss)  # the global loss: its backward crosses ranks
+        # each rank's gradient is its part of the global batch's: sum them
+        all_reduce_grads(self.net.trainable_parameters(), w, weight=1.0)
+        self.scaling.unscale(optimizer)  # fp16: true gradients before clipping and the step
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.scaling.step(optimizer)
+        return loss, stats
 
     def _summary(self, losses: list[torch.Tensor], sums: dict[str, torch.Tensor], lr: float,
                  epoch: int) -> dict[str, Any]:
@@ -172,6 +208,16 @@ def save_encoder(net: ProjectionModel, spec: dict[str, Any], path: Path, *, dual
         encoder = export_branch(net.encoder, plain, "adv")
     return rl_models.save(encoder, path, role="contrastive encoder (final Linear untrained)",
                           bn_branch="adv" if dual_bn else "shared", **meta)
+
+
+def _check_world(batch: int, w) -> None:
+    """Every process needs an image of every batch: the attack's steps are collectives, which a
+    process without images would skip."""
+    if batch < w.size:
+        raise ConfigError(f"contrastive pre-training over {w.size} processes needs batches of at "
+                          f"least {w.size} images (one per process), and this run's are of "
+                          f"{batch}; raise batch_size (or the number of images) or start fewer "
+                          "processes")
 
 
 def _check_finite(total: torch.Tensor, epoch: int) -> None:

@@ -15,6 +15,14 @@ step eps/8, 20 steps) replaces NRP's SSP attack (VGG16 relu3_3, eps 16, step 0.0
 ``extractor``/``extractor_blocks``/``step_size`` say otherwise; a PatchGAN critic with BCE replaces
 its relativistic critic; the weights are ESRGAN's (critic 5e-3, L1 pixel 1e-2, perceptual 1); the
 RRDB depth is ``arch_kwargs["n_blocks"]`` (23 published; a few blocks on a CPU).
+
+Several processes (torchrun): every rank draws the same global batch (order, augmentations, flips
+from the shared epoch generator) and trains on its slice as :mod:`.steps` says (the attack's
+random start, batch norm and dropout of G and D over the global batch, each rank's part of the
+gradient summed): the weights equal one process's up to rounding. The epoch's metrics are summed
+over ranks; the monitor's scores (fixed held-out images, G in eval mode) are computed alike on
+every rank, which costs no wall time and gives every rank the numbers of one process. Only rank 0
+writes.
 """
 from __future__ import annotations
 
@@ -27,9 +35,10 @@ import torch
 
 from ... import data as rl_data
 from ... import models as rl_models
-from ...distributed import require_single_process
+from ...distributed import all_sum_named, broadcast_module, device_for, world
 from ...errors import ConfigError, TrainingDiverged
-from ...runtime import amp_context, amp_dtype, epoch_seed, resolve_device
+from ...runtime import GradScaling, amp_context, amp_dtype, check_amp, epoch_seed, resolve_device
+from ...shard import convert_layers, sharded
 from .config import PurifierConfig
 from .monitor import Monitor, first_images, held_out
 from .setup import (augmenter, build_gan, check_channels, check_defended, check_purifier_shape,
@@ -69,7 +78,6 @@ def train_purifier(cfg: PurifierConfig, out: str | Path, *, data_root: str | Non
     Returns:
         The final metrics line.
     """
-    require_single_process("the purifier trainer")
     check_sizes(cfg, cfg.image_size)
     if data is not None and test_data is None and cfg.val_n:
         raise ConfigError("val_n > 0 scores the purifier on held-out images: with data=..., pass "
@@ -95,7 +103,9 @@ class PurifierTrainer(Trainer):
 
     def build(self, out_dir: RunDir) -> None:
         cfg = self.cfg
-        self.device = device = resolve_device(self.device)
+        self.world = w = world()  # under torchrun: this process's rank; one process otherwise
+        self.device = device = device_for(w, resolve_device(self.device))
+        check_amp(cfg.amp, device)
         extractor_net = load_frozen(cfg.extractor, device, "extractor")
         self.extractor_name = extractor_net.robustlab_meta.get("name")
         perceptual_net = _perceptual_net(cfg, device)
@@ -112,7 +122,8 @@ class PurifierTrainer(Trainer):
         self.parts = GanParts(generator, critic,
                               torch.optim.Adam(generator.parameters(), cfg.lr, betas),
                               torch.optim.Adam(critic.parameters(), cfg.lr, betas),
-                              cfg.loss_weights(), self.extractor, perceptual, cfg.gan_mode)
+                              cfg.loss_weights(), self.extractor, perceptual, cfg.gan_mode,
+                              GradScaling(cfg.amp, device), GradScaling(cfg.amp, device))
         self.amp_dtype = amp_dtype(cfg.amp)
         self.monitor = _monitor(cfg, self.data_root, device, self.data, self.extractor,
                                 classifier, self.amp_dtype, self.given_test)
@@ -125,6 +136,10 @@ class PurifierTrainer(Trainer):
         check_purifier_shape(generator, first_images(data, 2, self.device), cfg.generator_name())
         if classifier is not None:
             check_defended(generator, classifier, cfg.classifier or cfg.extractor, data)
+        for net in (generator, critic):
+            if self.world.size > 1:  # batch norm and dropout over the global batch
+                convert_layers(net)
+            broadcast_module(net, self.world)
         return generator, critic
 
     def state(self) -> dict[str, Any]:
@@ -136,6 +151,9 @@ class PurifierTrainer(Trainer):
         return {"generator": self.parts.generator, "critic": self.parts.critic}
 
     def start_epoch(self, epoch: int, gen: torch.Generator) -> None:
+        scalers = self.meta.get("grad_scaler") or {}  # fp16: the scales a resumed run had
+        self.parts.scaling_g.load(scalers.get("G"))
+        self.parts.scaling_d.load(scalers.get("D"))
         cfg = self.cfg  # the attack's random starts come from the epoch's generator
         self.attack = make_attack(self.extractor, eps=cfg.eps, steps=cfg.steps,
                                   step_size=cfg.step_size, random_start=cfg.random_start,
@@ -149,23 +167,44 @@ class PurifierTrainer(Trainer):
         batches = rl_data.batches(data, cfg.batch_size, shuffle=True, generator=gen,
                                   augment=self.preset, device=device)
         bar = progress_bar(batches, -(-len(data) // cfg.batch_size),
-                           f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
+                           f"epoch {epoch + 1}/{cfg.epochs}", self.progress and self.world.main)
         for i, (x, _labels) in enumerate(bar):  # labels are never used (self-supervised)
             del _labels
             if self.flip is not None:
-                x = self.flip(x, gen)
+                x = self.flip(x, gen)  # (B, C, H, W): the global batch, alike on every rank
             where = f"epoch {epoch + 1}, mini-batch {i + 1}"
-            try:
-                stats = train_step(self.parts, x, attack=self.attack, autocast=autocast,
-                                   where=where)
-            except TrainingDiverged as exc:
-                raise TrainingDiverged(f"{exc}. {_kept(epoch)}") from None
+            with sharded(x.shape[0], self.world) as shard:
+                if shard is not None:  # this rank's slice (empty if the batch is short)
+                    x = shard.take(x)
+                try:
+                    stats = train_step(self.parts, x, attack=self.attack, autocast=autocast,
+                                       where=where, shard=shard)
+                except TrainingDiverged as exc:
+                    raise TrainingDiverged(f"{exc}. {_kept(epoch)}") from None
             b = x.shape[0]
+            if not b:  # an empty slice's means are NaN: it adds nothing
+                continue
             n_seen += b
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) * b
             bar.set_postfix(g=f"{stats['g_loss']:.3f}")
+        self._save_scalers()
+        return self._means(sums, n_seen)
+
+    def _means(self, sums: dict[str, Any], n_seen: int) -> dict[str, float]:
+        """The epoch's means over every sample (of every rank)."""
+        if self.world.size > 1:
+            total = all_sum_named({**sums, " n": torch.tensor(float(n_seen))}, self.world,
+                                  self.device)
+            n_seen = int(total.pop(" n"))
+            sums = {k: total[k] for k in [*sums, *sorted(set(total) - set(sums))]}  # one's order
         return {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
+
+    def _save_scalers(self) -> None:
+        parts = self.parts
+        if parts.scaling_g.enabled:
+            self.meta["grad_scaler"] = {"G": parts.scaling_g.state(),
+                                        "D": parts.scaling_d.state()}
 
     def after_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
         metrics["images_per_second"] = round(len(self.data) / max(metrics["seconds"], 1e-9), 2)
