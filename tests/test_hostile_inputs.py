@@ -126,6 +126,8 @@ TRAIN = ["train", "--dataset", "synthetic", "--model", "small-cnn", "--epochs", 
          "--subset", "32", "--batch-size", "16", "--val", "0", "--no-progress"]
 EVAL = ["evaluate", "--model", "{fx}/clf.safetensors", "--n", "8", "--no-progress"]
 OWN = ["evaluate", "--model", "{fx}/own.safetensors", "--n", "8", "--no-progress"]
+FP16_ON_CPU = ("--amp fp16 needs a CUDA GPU (the device is cpu); on a CPU use --amp bf16, or "
+               "--amp none")
 PURIFIER = ["train-purifier", "--dataset", "synthetic", "--epochs", "1", "--subset", "16",
             "--no-progress", "--out", "o"]
 CASES = {
@@ -158,12 +160,44 @@ CASES = {
     "train resume without state": ([*TRAIN, "--resume", "--out", "{fx}/run-nostate"],
                                    "no training state"),
     "train over a run": ([*TRAIN, "--out", "{fx}/run"], "already holds a run"),
+    # Free-AT and YOPO (issue 15): counts, and options they cannot honour, before any data
+    "train free replays 0": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--method",
+                              "free", "--replays", "0", "--out", "o"],
+                             "method 'free': replays (the passes over each mini-batch) must be "
+                             "an integer >= 1, got 0"),
+    "train yopo m 0": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--method", "yopo",
+                        "--yopo-m", "0", "--out", "o"],
+                       "method 'yopo': m (outer iterations, full passes per mini-batch) must be "
+                       "an integer >= 1, got 0"),
+    "train yopo n 0": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--method", "yopo",
+                        "--set", "method_args.n=0", "--out", "o"],
+                       "method 'yopo': n (inner updates through the first layer per pass) must "
+                       "be an integer >= 1, got 0"),
+    "train free with fp16": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--method",
+                              "free", "--amp", "fp16", "--out", "o"],
+                             "method 'free' cannot train with --amp fp16: the perturbation step "
+                             "reads the loss-scaled gradient of every replay"),
+    "train yopo compiled": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--method",
+                             "yopo", "--compile", "--out", "o"],
+                            "method 'yopo' cannot train a compiled model (--compile)"),
+    "train yopo unknown first layer": ([*TRAIN, "--method", "yopo", "--first-layer", "conv1",
+                                        "--out", "o"],
+                                       "method 'yopo': SmallCNN has no module 'conv1' to split "
+                                       "after; its modules with weights: blocks.0.0, blocks.0.2"),
     # pretrain
     "pretrain unknown model": (["pretrain", "--dataset", "cifar10", "--data-root", EMPTY,
                                 "--model", "nope", "--out", "o"], "unknown model 'nope'"),
     "pretrain unknown method": (["pretrain", "--dataset", "cifar10", "--data-root", EMPTY,
                                  "--model", "small-cnn", "--method", "nope", "--out", "o"],
                                 "unknown pre-training method 'nope'"),
+    "pretrain yopo m 0": (["pretrain", "--dataset", "cifar10", "--data-root", EMPTY, "--model",
+                           "small-cnn", "--adversary", "yopo", "--yopo-m", "0", "--out", "o"],
+                          "yopo_m (YOPO's outer iterations: full passes per batch) must be an "
+                          "integer >= 1, got 0"),
+    "pretrain yopo with simclr": (["pretrain", "--dataset", "cifar10", "--data-root", EMPTY,
+                                   "--model", "small-cnn", "--method", "simclr", "--adversary",
+                                   "yopo", "--out", "o"],
+                                  "--adversary yopo attacks the views of a2a, a2s or dual-bn"),
     "pretrain eps > 1": (["pretrain", "--dataset", "synthetic", "--model", "small-cnn", "--eps",
                           "2", "--out", "o"], "did you mean 2/255?"),
     # compare-pretraining: every setting before hours of training
@@ -319,6 +353,23 @@ CASES = {
     "import-model out not safetensors": (["import-model", "{fx}/clf_sd.pt", "--arch",
                                           "small-cnn", "--out", "m.pt"],
                                          "a checkpoint is X.safetensors"),
+    # the GPU path (issue 14): fp16 autocast needs a CUDA GPU, refused before anything is read
+    "train amp fp16 on a CPU": ([*TRAIN, "--dataset", "cifar10", "--data-root", EMPTY, "--amp",
+                                "fp16", "--device", "cpu", "--out", "o"], FP16_ON_CPU),
+    "evaluate amp fp16 on a CPU": ([*EVAL, "--dataset", "cifar10", "--data-root", EMPTY,
+                                   "--attack", "pgd", "--amp", "fp16", "--device", "cpu"],
+                                  FP16_ON_CPU),
+    "pretrain amp fp16 on a CPU": (["pretrain", "--dataset", "cifar10", "--data-root", EMPTY,
+                                   "--model", "small-cnn", "--amp", "fp16", "--device", "cpu",
+                                   "--out", "o"], FP16_ON_CPU),
+    "purifier amp fp16 on a CPU": ([*PURIFIER, "--dataset", "cifar10", "--data-root", EMPTY,
+                                   "--extractor", "{fx}/clf.safetensors", "--amp", "fp16",
+                                   "--device", "cpu"], FP16_ON_CPU),
+    "sweep amp fp16 on a CPU": (["sweep", "--model", "{fx}/missing.safetensors", "--values",
+                                "0,0.1", "--amp", "fp16", "--device", "cpu", "--out", "s"],
+                               FP16_ON_CPU),
+    "stress amp fp16 on a CPU": (["stress", "--model", "{fx}/missing.safetensors", "--amp",
+                                 "fp16", "--device", "cpu", "--out", "s"], FP16_ON_CPU),
 }
 
 

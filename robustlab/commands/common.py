@@ -99,6 +99,28 @@ def data_load_args(args: argparse.Namespace, dataset: str, model: Any = None) ->
     return DataOptions(**merged).load_args()
 
 
+def add_speed_args(p: argparse.ArgumentParser, *, config_fields: bool = False) -> None:
+    """--amp, --channels-last, --compile: the one-GPU speed options. ``config_fields``: they are
+    fields of a run's config (train-purifier, pretrain), so an absent flag stays None and leaves
+    the --config file's value alone."""
+    g = p.add_argument_group("speed (one GPU)")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None if config_fields else
+                   "none", help="autocast every forward and backward pass (the attack's step and "
+                   "projection stay float32); fp16 needs a CUDA GPU, bf16 also runs on a CPU")
+    g.add_argument("--channels-last", action="store_true", default=None if config_fields else
+                   False, help="models and batches in channels_last memory format")
+    g.add_argument("--compile", action="store_true", default=None if config_fields else False,
+                   help="torch.compile the networks that are trained or attacked (the same "
+                   "numbers, faster after the first batches); needs a C++ compiler on a CPU")
+
+
+def check_amp_flag(amp: str | None, device_flag: str | None) -> None:
+    """--amp fp16 needs a CUDA GPU: refused before any checkpoint or data is read."""
+    from ..runtime import check_amp, resolve_device
+
+    check_amp(amp or "none", resolve_device(device_flag))
+
+
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw")

@@ -10,7 +10,8 @@ from pathlib import Path
 from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
                           load_models, settings_for)
 from .robustbench import autoattack_spec, info_path, model_info
-from .common import add_data_args, add_model_source_args, add_runtime_args
+from .common import (add_data_args, add_model_source_args, add_runtime_args, add_speed_args,
+                     check_amp_flag)
 
 log = logging.getLogger("robustlab")
 
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-adv", metavar="DIR", help="save each attack's examples under DIR")
     p.add_argument("--adv", help="score saved adversarial examples instead of attacking")
     add_runtime_args(p)
+    add_speed_args(p)
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--format", choices=["robustlab", "robustbench"], default="robustlab",
                    help="robustbench: also write RobustBench's model-info JSON beside --out "
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from .outputs import Outputs
 
     check_counts(args)
+    check_amp_flag(args.amp, args.device)
     device = resolve_device(args.device)
     if args.adv:
         if args.format != "robustlab":
@@ -84,7 +87,12 @@ def _evaluate(args: argparse.Namespace, model, ds, specs, device, source, extrac
                     seed=args.seed, source=source, extractor=extractor,
                     eot_samples=args.eot_samples, progress=not args.no_progress,
                     sanity=args.sanity, check_large_eps=args.check_large_eps,
-                    keep_adv=bool(args.save_adv))
+                    keep_adv=bool(args.save_adv), **speed_options(args))
+
+
+def speed_options(args: argparse.Namespace) -> dict:
+    """evaluate's keyword arguments of the --amp, --channels-last and --compile flags."""
+    return {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
 
 
 def _results_doc(args: argparse.Namespace, dataset: str, result, model=None) -> dict:

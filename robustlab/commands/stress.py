@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .common import add_data_args, add_model_source_args, add_runtime_args, data_load_args, numbers
+from .common import (add_data_args, add_model_source_args, add_runtime_args, add_speed_args,
+                     check_amp_flag, data_load_args, numbers)
 
 NAME = "stress"
 ORDER = 35
@@ -45,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000, help="test images (the first N of the split)")
     p.add_argument("--batch-size", type=int, default=256)
     add_runtime_args(p)
+    add_speed_args(p)
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -52,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import world
     from ..runtime import resolve_device
     from .outputs import Outputs
+    from .evaluate import speed_options
     from .sweep import markdown
 
     _check_flags(args)
     models, info = _load_models(args.model, args)
     dataset = _dataset_name(args, models)
     common = dict(n=args.n, seed=args.seed, batch_size=args.batch_size,
-                  device=resolve_device(args.device), progress=not args.no_progress)
+                  device=resolve_device(args.device), progress=not args.no_progress,
+                  **speed_options(args))
     out = Path(args.out)
     with Outputs(dir=args.out) as outputs:
         ds = _load(dataset, args, next(iter(models.values())))
@@ -89,6 +93,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     check_values("steps", args.steps, flag="--steps")
     if args.n < 1 or args.pgd_steps < 1 or args.batch_size < 1:
         raise ConfigError("--n, --pgd-steps and --batch-size must be >= 1")
+    check_amp_flag(args.amp, args.device)
 
 
 def _measure(args: argparse.Namespace, models: dict, info: dict, ds, common: dict) -> dict:

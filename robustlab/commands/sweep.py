@@ -5,8 +5,9 @@ import argparse
 
 from .attack_args import (add_attack_settings, add_model_args, check_used, load_checked,
                           settings_for)
-from .common import add_data_args, add_model_source_args, add_runtime_args, data_load_args, numbers
-from .evaluate import check_counts, dataset_of
+from .common import (add_data_args, add_model_source_args, add_runtime_args, add_speed_args,
+                     check_amp_flag, data_load_args, numbers)
+from .evaluate import check_counts, dataset_of, speed_options
 
 NAME = "sweep"
 ORDER = 30
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
     add_runtime_args(p)
+    add_speed_args(p)
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv/.json/.png")
     p.add_argument("--title", default="")
 
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         rows = sweep(models, ds, attacks, param=args.param, values=args.values,
                      attack_settings=settings, threat=args.threat, n=args.n, seed=args.seed,
                      batch_size=args.batch_size, device=resolve_device(args.device),
-                     progress=not args.no_progress, source=source, extractor=extractor)
+                     progress=not args.no_progress, source=source, extractor=extractor,
+                     **speed_options(args))
         if not world().main:  # under torchrun only rank 0 writes and prints
             return 0
         paths: dict = {}
@@ -90,6 +93,7 @@ def _checked_settings(args: argparse.Namespace) -> tuple[list[str], dict[str, di
     if getattr(args, args.param) is not None:
         raise ConfigError(f"--{args.param} is the swept setting; give its values with --values")
     check_counts(args)
+    check_amp_flag(args.amp, args.device)
     check_values(args.param, args.values, args.norm or "linf")
     THREAT_MODELS.get(args.threat)
     attacks = args.attack or ["pgd"]

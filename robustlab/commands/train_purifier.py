@@ -5,7 +5,8 @@ import argparse
 import json
 
 from ..defaults import step_text
-from .common import add_data_args, add_run_args, config_from_args, data_settings, number, size
+from .common import (add_data_args, add_run_args, add_speed_args, check_amp_flag,
+                     config_from_args, data_settings, number, size)
 
 NAME = "train-purifier"
 ORDER = 15
@@ -17,7 +18,7 @@ HELP = ("train a purifier on feature-distortion adversaries, no labels (SSR Pix2
 _FIELDS = ("dataset", "arch", "critic", "preset", "width", "extractor", "extractor_blocks",
            "perceptual_extractor", "perceptual_blocks", "eps", "steps", "step_size", "epochs",
            "batch_size", "lr", "subset", "image_size", "augment", "classifier", "val_n", "grid_n",
-           "seed", "amp", "gan_mode")
+           "seed", "amp", "channels_last", "compile", "gan_mode")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", help="classifier scored each epoch (default: --extractor)")
     p.add_argument("--val-n", type=int, help="held-out test images scored each epoch (0: none)")
     p.add_argument("--grid-n", type=int, help="images in each epoch's grid")
-    p.add_argument("--amp", choices=["none", "bf16"])
+    add_speed_args(p, config_fields=True)
     p.add_argument("--gan-mode", choices=["minimax", "non-saturating"],
                    help="the generator's cGAN term: log(1 - D) (default, as specified) or -log D")
     add_run_args(p, "arch_kwargs.n_blocks=4")
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.purifier.trainer import train_purifier
 
     cfg = build_config(args)
+    check_amp_flag(cfg.amp, args.device)  # fp16 on a CPU: refused before anything is read
     final = train_purifier(cfg, args.out, data_root=args.data_root, device=args.device,
                            resume=args.resume, overwrite=args.overwrite,
                            progress=not args.no_progress)

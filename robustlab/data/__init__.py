@@ -8,6 +8,7 @@ batch iterator.
                                        augment=train.default_augment):
         ...                                                    # x float32 (B, C, 32, 32) in [0, 1]
     robustlab.data.as_dataset(torch_dataset)                   # a Dataset, DataLoader or (x, y)
+    train = robustlab.data.place(train, "cuda")                # uint8 on the GPU (pinned if too big)
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from .batching import batches
 from .dataset import ImageDataset, split, take
 from .loading import dataset_info, load
 from .options import DataOptions
+from .placement import place
 from .presets import AUGMENTATIONS, Augmentation, augment
 from .specs import DATASETS, DatasetSpec
 
 __all__ = ["DATASETS", "AUGMENTATIONS", "ImageDataset", "DatasetSpec", "Augmentation",
            "DataOptions", "ACCEPTED", "load", "dataset_info", "as_dataset", "as_tensors", "take",
-           "split", "augment", "batches"]
+           "split", "augment", "batches", "place"]

@@ -19,6 +19,8 @@ def batches(ds: ImageDataset, batch_size: int, *, shuffle: bool,
 
     No DataLoader and no worker processes: each batch is indexed out of ``ds.images``, moved to
     ``device`` as uint8, turned into float32 in [0, 1] there, and augmented as one batched tensor op.
+    A dataset already on the GPU (:func:`robustlab.data.place`) is indexed there and never leaves
+    it; one in pinned host memory is gathered into pinned buffers and copied asynchronously.
 
     Args:
         ds: an :class:`ImageDataset`.
@@ -47,15 +49,22 @@ def batches(ds: ImageDataset, batch_size: int, *, shuffle: bool,
 
 def _epoch(ds, batch_size, shuffle, generator, aug, device, drop_last):
     n = len(ds)
-    order = torch.randperm(n, generator=generator, device=generator.device).cpu() if shuffle else None
+    order = None
+    if shuffle:  # drawn on the generator's device, then put where the images are (once)
+        order = torch.randperm(n, generator=generator, device=generator.device)
+        order = order.to(ds.images.device)
+    staged = device.type == "cuda" and ds.images.device.type == "cpu" and ds.images.is_pinned()
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if drop_last and stop - start < batch_size:
             break
-        if order is None:
+        if order is None:  # a slice of pinned memory is pinned: copied asynchronously
             xb, yb = ds.images[start:stop], ds.labels[start:stop].clone()
+        elif staged:
+            xb, yb = _gather_pinned(ds.images, order[start:stop]), \
+                _gather_pinned(ds.labels, order[start:stop])
         else:
-            idx = order[start:stop].to(ds.images.device)
+            idx = order[start:stop]
             xb, yb = ds.images.index_select(0, idx), ds.labels.index_select(0, idx)
         # move uint8 (4x fewer bytes than float), convert on the device
         x = xb.to(device, non_blocking=True).to(torch.float32).div_(255)  # (B, C, H, W) in [0, 1]
@@ -63,3 +72,11 @@ def _epoch(ds, batch_size, shuffle, generator, aug, device, drop_last):
         if aug is not None:
             x = aug.fn(x, generator)
         yield x, y
+
+
+def _gather_pinned(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``src[idx]`` written straight into pinned memory, so that its copy to the GPU is
+    asynchronous (an index_select of pinned memory is pageable). The host allocator keeps the
+    buffer until the copy that reads it has run."""
+    out = torch.empty((idx.numel(), *src.shape[1:]), dtype=src.dtype, pin_memory=True)
+    return torch.index_select(src, 0, idx, out=out)

@@ -74,8 +74,9 @@ class ImageDataset(torch.utils.data.Dataset):
         if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
             raise InputError(f"{self.name}: indices must lie in [0, {n - 1}], got "
                              f"[{int(idx.min())}, {int(idx.max())}]")
-        return ImageDataset(self.images.index_select(0, idx % max(n, 1)),
-                            self.labels.index_select(0, idx % max(n, 1)),
+        idx = (idx % max(n, 1)).to(self.images.device)  # the images may be on the GPU (place)
+        return ImageDataset(self.images.index_select(0, idx),
+                            self.labels.index_select(0, idx.to(self.labels.device)),
                             name=self.name, num_classes=self.num_classes,
                             class_names=self.class_names, mean=self.mean, std=self.std,
                             flip_ok=self.flip_ok, default_augment=self.default_augment)

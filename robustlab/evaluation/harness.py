@@ -9,9 +9,16 @@ defined in :mod:`robustlab.evaluation.result`; the attacks and their settings, c
 Under ``torchrun`` each process scores its share of the samples (x[rank::world]) and the
 per-sample flags are gathered back into the original order; random starts are reproducible for a
 given number of processes.
+
+Speed options (one GPU): ``amp`` runs every forward and backward pass under autocast (each
+attack's step and projection stay in float32, :mod:`robustlab.attacks.geometry`), and so do the
+clean and the scoring passes; ``channels_last`` puts the model and every batch in that memory
+format; ``compile`` runs each module an attack differentiates through (and the scored ones)
+through ``torch.compile``, once per module.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from .._checks import check_images, check_int, check_labels, model_dtype
 from ..distributed import device_for, unshard, world
 from ..errors import ConfigError, InputError
 from ..metrics import attack_then_score, correct
+from ..runtime import amp_context, channels_last as to_channels_last, check_amp, compiled
 from .result import EvalResult, add_worst, mean
 from .sanity import gradient_warnings, large_eps_warnings, output_warnings, threat_warnings
 from .specs import AttackSpec, attack_specs, run_spec, spec_dict, with_extractor_threats
@@ -40,7 +48,8 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
              seed: int = 0, source: nn.Module | None = None, extractor: nn.Module | None = None,
              eot_samples: int = 10, progress: bool = False, sanity: bool = False,
              check_large_eps: float | None = None, keep_adv: bool = False,
-             attack: AttackSpec | str | dict | Sequence | None = None) -> EvalResult:
+             attack: AttackSpec | str | dict | Sequence | None = None, amp=None,
+             channels_last: bool = False, compile: bool = False) -> EvalResult:
     """Score ``model`` on ``data`` clean and under each attack (see the module docstring).
 
     Args:
@@ -56,6 +65,12 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
             unless accuracy falls near zero.
         keep_adv: keep the crafted examples (on the CPU) in ``result.adv``.
         attack: one attack (or a list), the same as ``attacks`` (DESIGN.md's spelling).
+        amp: None/"none", "bf16" or "fp16" (fp16 needs a CUDA GPU: ConfigError otherwise), or a
+            dtype: autocast for every pass (see the module docstring). An attack given its own
+            ``amp_dtype`` keeps it.
+        channels_last: the model (in place, as it is moved to ``device``) and every batch in
+            channels_last memory format. compile: ``torch.compile`` the attacked and scored
+            modules (the model's own parameters, shared).
     Returns: an :class:`EvalResult`.
     """
     specs = attack_specs(attacks, attack)
@@ -64,15 +79,16 @@ def evaluate(model: nn.Module, data, attacks: Iterable[AttackSpec | str | dict] 
     specs = with_extractor_threats(specs, model, extractor)
     w = world()
     device = device_for(w, torch.device(device) if device else _device_of(model))
+    options = _Options(seed, sanity, check_large_eps, keep_adv, check_amp(amp, device),
+                       _flag("channels_last", channels_last), _flag("compile", compile))
     x_all, y_all = _checked_tensors(model, data, n)
     x_share, y_share = x_all[w.rank::w.size], y_all[w.rank::w.size]  # this process's share
-    run = _setup(model, source, extractor, specs, device, eot_samples,
-                 _Options(seed, sanity, check_large_eps, keep_adv))
+    run = _setup(model, source, extractor, specs, device, eot_samples, options)
     tally = _Tally.start([s.key for s in specs])
     starts = range(0, len(y_share), batch_size)
     for b, i in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
-        _score_batch(run, tally, b, x_share[i:i + batch_size].to(device),
-                     y_share[i:i + batch_size].to(device))
+        xb = to_channels_last(x_share[i:i + batch_size].to(device), options.channels_last)
+        _score_batch(run, tally, b, xb, y_share[i:i + batch_size].to(device))
     return _result(run, tally, w, len(y_all), _config(run, len(y_all), batch_size, eot_samples, w))
 
 
@@ -82,6 +98,15 @@ class _Options:
     sanity: bool
     check_large_eps: float | None
     keep_adv: bool
+    amp: torch.dtype | None = None  # autocast dtype of every pass
+    channels_last: bool = False
+    compile: bool = False
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,15 +139,48 @@ class _Tally:
 
 
 def _setup(model, source, extractor, specs, device, eot_samples, options) -> _Setup:
-    """Put the models on the device in eval mode and build each attack's two modules (a threat
-    model that needs a purifier or a source it was not given fails here)."""
-    model = model.to(device).eval()
-    source = source.to(device).eval() if source is not None else None
-    extractor = extractor.to(device).eval() if extractor is not None else None
+    """Put the models on the device in eval mode (channels_last when asked) and build each
+    attack's two modules (a threat model that needs a purifier or a source it was not given
+    fails here), then the speed options' wrappers (see :func:`_fast`)."""
+    def ready(m):
+        return None if m is None else to_channels_last(m.to(device), options.channels_last).eval()
+
+    model, source, extractor = ready(model), ready(source), ready(extractor)
     attacked = {s.key: extractor if s.model_role == "extractor" else
                 THREAT_MODELS.get(s.threat).attacked(model, source, eot_samples) for s in specs}
     scored = {s.key: THREAT_MODELS.get(s.threat).scored(model) for s in specs}
-    return _Setup(model, list(specs), attacked, scored, device, options)
+    fast = _fast(options)
+    amp_own = {s.key: "amp_dtype" in {f.name for f in dataclasses.fields(s.typed)} for s in specs}
+    return _Setup(fast(model, True), list(specs),
+                  {k: fast(m, amp_own[k]) for k, m in attacked.items()},
+                  {k: fast(m, True) for k, m in scored.items()}, device, options)
+
+
+def _fast(options: _Options):
+    """``fast(module, autocast_outside)``: the module compiled (once per module, so that the
+    attacks sharing it share its compiled code) and, with amp, run under autocast unless the
+    attack autocasts its own passes (``autocast_outside`` False: it takes ``amp_dtype``)."""
+    done: dict[int, nn.Module] = {}
+
+    def fast(module: nn.Module, autocast_outside: bool) -> nn.Module:
+        if id(module) not in done:
+            done[id(module)] = compiled(module, options.compile)
+        out = done[id(module)]
+        return _Autocast(out, options.amp) if options.amp and autocast_outside else out
+    return fast
+
+
+class _Autocast(nn.Module):
+    """``module`` under autocast, its outputs back in float32 (scores and losses stay fp32)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with amp_context(self.dtype, x.device):
+            out = self.module(x)
+        return out.float() if out.is_floating_point() else out
 
 
 def _score_batch(run: _Setup, tally: _Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -157,7 +215,8 @@ def _attack_batch(run: _Setup, tally: _Tally, spec: AttackSpec, x: torch.Tensor,
         if stochastic:
             torch.manual_seed(attack_seed)
         x_adv, adv_ok = attack_then_score(
-            lambda module, xb, yb: run_spec(spec, module, xb, yb, attack_seed),
+            lambda module, xb, yb: run_spec(spec, module, xb, yb, attack_seed,
+                                            run.options.amp),
             run.attacked[spec.key], x, y, scored=run.scored[spec.key])
     tally.seconds[spec.key] += time.perf_counter() - t0
     tally.flags[spec.key].append((clean & adv_ok).cpu())
@@ -187,10 +246,15 @@ def _result(run: _Setup, tally: _Tally, w, n_total: int, config: dict) -> EvalRe
 
 def _config(run: _Setup, n_total: int, batch_size: int, eot_samples: int, w) -> dict:
     """The evaluation as run, for the results file: every attack with its settings resolved."""
-    return {"n": n_total, "batch_size": batch_size, "seed": run.options.seed,
+    opt = run.options
+    return {"n": n_total, "batch_size": batch_size, "seed": opt.seed,
             "eot_samples": eot_samples, "device": str(run.device), "processes": w.size,
             "seeds": f"per batch b and attack a: seed * {_SEED_STRIDE} + b * {_BATCH_STRIDE} + a",
-            "attacks": [spec_dict(s) for s in run.specs]}
+            "amp": _AMP_NAMES.get(opt.amp, "none"), "channels_last": opt.channels_last,
+            "compile": opt.compile, "attacks": [spec_dict(s, opt.amp) for s in run.specs]}
+
+
+_AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def _gather(flags: dict[str, list[torch.Tensor]], w) -> dict[str, torch.Tensor]:

@@ -117,11 +117,14 @@ def early_stop(spec: AttackSpec) -> bool:
     return THREAT_MODELS.get(spec.threat).early_stop_ok and classifier_loss
 
 
-def batch_settings(spec: AttackSpec, seed: int) -> dict[str, Any]:
+def batch_settings(spec: AttackSpec, seed: int, amp: torch.dtype | None = None) -> dict[str, Any]:
     """The settings the attack runs with on one batch: the checked ones, the batch's ``seed``
-    where the attack takes one and none (nor a generator) was given, and the harness's early stop
-    where it was not set."""
+    where the attack takes one and none (nor a generator) was given, the harness's early stop
+    where it was not set, and the evaluation's autocast dtype ``amp`` where the attack takes an
+    ``amp_dtype`` and was given none."""
     out = {f.name: getattr(spec.typed, f.name) for f in dataclasses.fields(spec.typed)}
+    if amp is not None and "amp_dtype" in out and out["amp_dtype"] is None:
+        out["amp_dtype"] = amp
     if "seed" in out and "generator" not in spec.settings and spec.settings.get("seed") is None:
         out["seed"] = seed % (2**62)
     if "early_stop" in out and "early_stop" not in spec.settings:
@@ -130,14 +133,18 @@ def batch_settings(spec: AttackSpec, seed: int) -> dict[str, Any]:
 
 
 def run_spec(spec: AttackSpec, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             seed: int) -> torch.Tensor:
-    """The attack of ``spec`` on one batch, crafted on ``module``, from the checked settings."""
-    return rl_attacks.ATTACKS.get(spec.name).fn(module, x, y, **batch_settings(spec, seed))
+             seed: int, amp: torch.dtype | None = None) -> torch.Tensor:
+    """The attack of ``spec`` on one batch, crafted on ``module``, from the checked settings
+    (``amp``: the evaluation's autocast dtype, see :func:`batch_settings`)."""
+    return rl_attacks.ATTACKS.get(spec.name).fn(module, x, y, **batch_settings(spec, seed, amp))
 
 
-def spec_dict(s: AttackSpec) -> dict:
-    """The attack as run: every setting after defaults (the seed is per batch, see config)."""
+def spec_dict(s: AttackSpec, amp: torch.dtype | None = None) -> dict:
+    """The attack as run: every setting after defaults (the seed is per batch, see config), its
+    amp_dtype the evaluation's ``amp`` where it was given none."""
     resolved = rl_attacks.effective_settings(s.name, **s.settings)
+    if amp is not None and "amp_dtype" in resolved and resolved["amp_dtype"] is None:
+        resolved["amp_dtype"] = amp
     if "early_stop" in resolved and "early_stop" not in s.settings:
         resolved["early_stop"] = early_stop(s)
     resolved.pop("generator", None)

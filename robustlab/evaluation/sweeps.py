@@ -21,7 +21,8 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
           attack_settings: Mapping[str, dict] | None = None, threat: str = "white-box",
           n: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
           progress: bool = False, source: nn.Module | None = None,
-          extractor: nn.Module | None = None) -> list[dict]:
+          extractor: nn.Module | None = None, amp=None, channels_last: bool = False,
+          compile: bool = False) -> list[dict]:
     """Both accuracies of each model under each attack for each value of setting ``param``.
 
     ``attack`` is a name or a list of names; ``settings`` apply to every attack and
@@ -29,7 +30,8 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
     curves differ only by the swept setting. eps 0 is scored as clean accuracy. Returns rows
     {model, attack, threat, param, value, acc, perturbed_acc, n}: ``acc`` is the robust accuracy
     (right clean and attacked), ``perturbed_acc`` the accuracy on the attacked inputs alone (the
-    seed reports' metric); see :mod:`robustlab.evaluation.harness`.
+    seed reports' metric); see :mod:`robustlab.evaluation.harness` (also for the speed options
+    ``amp``, ``channels_last`` and ``compile``).
     """
     attacks = [attack] if isinstance(attack, str) else list(attack)
     if not models:
@@ -44,7 +46,8 @@ def sweep(models: Mapping[str, nn.Module], data, attack: str | Sequence[str], *,
     rows = []
     for name, model in models.items():
         res = evaluate(model, data, specs, n=n, seed=seed, batch_size=batch_size, device=device,
-                       progress=progress, source=source, extractor=extractor)
+                       progress=progress, source=source, extractor=extractor, amp=amp,
+                       channels_last=channels_last, compile=compile)
         for a in attacks:
             for v in values:
                 clean, key = param == "eps" and v == 0, f"{a}:{param}={v}"

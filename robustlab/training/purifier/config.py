@@ -40,6 +40,8 @@ class PurifierConfig:
         classifier: checkpoint scored every epoch (None: the extractor's classifier).
         val_n: test-split images (a seeded sample) for the per-epoch robust accuracy (0: none).
         grid_n: images in each epoch's perturbed / purified / clean grid.
+        amp: autocast of every pass ("bf16", or "fp16" on a CUDA GPU with gradient scaling);
+            channels_last, compile: the one-GPU speed options (the same losses, faster).
         augment: None: horizontal flips where the dataset allows them (else none); "flip",
             "none" or any AUGMENTATIONS preset name.
     """
@@ -71,7 +73,9 @@ class PurifierConfig:
     val_n: int = 500
     grid_n: int = 8
     seed: int = 0
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # fp16: CUDA only, with a gradient scaler
+    channels_last: bool = False  # G, D, the frozen networks and every batch in channels_last
+    compile: bool = False        # torch.compile G, D and the frozen extractor(s)
     gan_mode: Literal["minimax", "non-saturating"] = "minimax"  # generator term: log(1 - D) or -log D
     data: DataOptions = field(default_factory=DataOptions)  # channels, split (side: image_size)
 
@@ -93,6 +97,9 @@ class PurifierConfig:
             raise ConfigError(f"subset must be a count >= 1 or a fraction in (0, 1], got {self.subset!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         object.__setattr__(self, "data", data_options(self.data))
         if self.data.size is not None:
             raise ConfigError(f"data.size cannot be set for a purifier run: its image side is "
