@@ -343,3 +343,27 @@ def test_resume_ignores_the_cache_dir_and_accepts_a_run_saved_before_data_option
     with pytest.raises(ConfigError, match="differs in: data"):
         train(replace(cfg, data=DataOptions(split_seed=1)), out, data_root=root, resume=True,
               progress=False)
+
+
+def test_resume_accepts_a_run_saved_before_a_setting_existed(tmp_path):
+    """A config.json without a setting added since (channels_last, a pre-training adversary)
+    counts as that setting's default, so the run resumes; a saved value that differs from the
+    default is still a different run."""
+    from dataclasses import replace
+
+    from robustlab.training import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(dataset="synthetic", model="small-cnn", method="simclr", epochs=2,
+                         batch_size=32, subset=64, width=0.25)
+    out = tmp_path / "run"
+    pretrain(replace(cfg, epochs=1), out, progress=False)
+    doc = json.loads((out / "config.json").read_text())
+    for new in ("channels_last", "compile", "adversary", "yopo_m", "yopo_n"):
+        doc["config"].pop(new)
+    doc["config"]["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(doc))
+    assert pretrain(cfg, out, resume=True, progress=False)["epoch"] == 2
+    doc["config"]["channels_last"] = True
+    (out / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="differs in: channels_last"):
+        pretrain(cfg, out, resume=True, progress=False)

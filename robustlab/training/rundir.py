@@ -25,6 +25,7 @@ What it guarantees:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,8 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .._io import (WriteError, make_dirs, provenance, remove_empty, sha256_file, write_json,
-                   write_text)
+from .._io import (WriteError, json_default, make_dirs, provenance, remove_empty, sha256_file,
+                   write_json, write_text)
 from .._lock import Lock, is_main_rank
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
@@ -64,6 +65,7 @@ class RunDir:
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pass one")
         self.path = Path(path)
+        self.cfg = cfg
         self.config_dict = {"kind": kind, **to_dict(cfg)}
         self.resume, self.overwrite = resume, overwrite
         self._main = is_main_rank()
@@ -143,7 +145,8 @@ class RunDir:
         if not self.resume:
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it "
                               "or --overwrite to replace it (or choose another --out)")
-        old, now = _comparable(old), _comparable(self.config_dict)
+        defaults = _field_defaults(self.cfg)
+        old, now = _comparable(old, defaults), _comparable(self.config_dict, defaults)
         if old != now:
             diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
             raise ConfigError(f"{self.path} holds a different run (it differs in: "
@@ -305,11 +308,28 @@ _DATA_DEFAULTS = {"channels": None, "size": None, "split_sizes": None, "split_se
 _NOT_COMPARED = ("cache_dir",)  # where decoded images are kept: the images are the same
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config as resume compares it: a config saved before data options existed counts as
-    the defaults, and the decoded-image cache location does not count."""
+def _comparable(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A run config as resume compares it: a setting missing from a config saved before it
+    existed counts as its default (data options, channels_last, a method's new knobs), and the
+    decoded-image cache location does not count."""
     data = {**_DATA_DEFAULTS, **(config.get("data") or {})}
-    return {**config, "data": {k: v for k, v in data.items() if k not in _NOT_COMPARED}}
+    return {**defaults, **config,
+            "data": {k: v for k, v in data.items() if k not in _NOT_COMPARED}}
+
+
+def _field_defaults(cfg: Any) -> dict[str, Any]:
+    """The JSON form of the defaults of a config dataclass's fields (those that have one)."""
+    if not dataclasses.is_dataclass(cfg):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        if dataclasses.is_dataclass(out.get(f.name)):
+            out[f.name] = to_dict(out[f.name])
+    return json.loads(json.dumps(out, default=json_default))
 
 
 def _has_state(path: Path) -> bool:
