@@ -113,4 +113,7 @@ def channels_last(module_or_x, on: bool):
 def compiled(module: torch.nn.Module, on: bool) -> torch.nn.Module:
     """``torch.compile(module)`` when ``on``; the module itself otherwise. The compiled wrapper
     shares the module's parameters, so optimisers, checkpoints and attacks use the plain module."""
-    return torch.compile(module) if on else module
+    # fallback_random: dropout and other random ops draw what eager mode draws from the seeded
+    # global RNG (inductor's own RNG would not), so a compiled run keeps the plain run's masks,
+    # its resume and its torchrun equivalence; they are a tiny part of any step's time
+    return torch.compile(module, options={"fallback_random": True}) if on else module

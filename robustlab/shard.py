@@ -187,7 +187,13 @@ class GlobalDropout(nn.Dropout):
             return x * 0.0
         # x: `blocks` slices stacked (an empty slice, only ever a batch's last rows, draws one)
         blocks = x.shape[0] // shard.rows if shard.rows else 1
-        noise = torch.empty((blocks * shard.batch, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        if x.shape[0] != blocks * shard.rows:  # not whole slices (a batch grown by a method's
+            return super().forward(x)           # own rows): no global mask to take rows of
+        # drawn in x's memory order, as F.dropout draws (channels_last: the masks of one process)
+        fmt = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
+               and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        noise = torch.empty((blocks * shard.batch, *x.shape[1:]), dtype=x.dtype, device=x.device,
+                            memory_format=fmt)
         noise.bernoulli_(1 - self.p).div_(1 - self.p)  # what F.dropout draws for the whole batch
         return x * shard.take(noise, blocks)
 

@@ -3,6 +3,7 @@ autocast, channels_last, torch.compile and fp16 gradient scaling give the number
 (within the tolerance each test states) for training, attacks and evaluation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -336,3 +337,196 @@ def test_trainer_through_the_scaler_equals_plain_and_resumes(tmp_path, monkeypat
     plain = rl.models.load(tmp_path / "plain" / "model.safetensors").state_dict()
     scaled = rl.models.load(tmp_path / "scaled" / "model.safetensors").state_dict()
     assert _max_diff(plain, scaled) == 0.0  # powers of two: the very same gradients
+
+
+# ------------------------------------------------------------------ purifier and pre-training
+@pytest.fixture(scope="module")
+def extractor16(tmp_path_factory):
+    """An untrained small-cnn for 16x16 images: the purifier's extractor and scored classifier."""
+    path = tmp_path_factory.mktemp("extractor") / "small_cnn.safetensors"
+    torch.manual_seed(0)
+    rl.models.save(rl.models.create("small-cnn", num_classes=10, in_channels=3, width=0.25,
+                                    input_size=16), path, dataset="synthetic")
+    return path
+
+
+# PyTorch draws a dropout mask in the input's memory order, so channels_last draws other (equally
+# random) masks: the layout tests switch the purifier's dropout off; compile keeps the masks
+NO_DROPOUT = {"arch_kwargs": {"dropout": 0.0}, "critic_kwargs": {"dropout": 0.0}}
+
+
+def _purifier(tmp_path, extractor, name: str, **kw) -> tuple[dict, dict]:
+    """(G's and D's weights, the final metrics) after one epoch of B3 (unet-b + patchgan-b, batch
+    norm in both): two Adam steps on 32 synthetic 16x16 images."""
+    from robustlab.training.purifier.config import PurifierConfig
+    from robustlab.training.purifier.trainer import train_purifier
+
+    cfg = PurifierConfig(dataset="synthetic", extractor=str(extractor), width=0.125, epochs=1,
+                         subset=32, steps=2, val_n=8, grid_n=2, batch_size=16, image_size=16,
+                         seed=1, **kw)
+    final = train_purifier(cfg, tmp_path / name, progress=False)
+    nets = {n: rl.models.load(tmp_path / name / f"{n}.safetensors").state_dict()
+            for n in ("purifier", "critic")}
+    return {f"{n}.{k}": v for n, sd in nets.items() for k, v in sd.items()}, final
+
+
+def _close_metrics(a: dict, b: dict, rel: float) -> None:
+    for k in ("g_loss", "d_loss", "mse_purified", "val_mse_purified"):
+        assert b[k] == pytest.approx(a[k], rel=rel), k
+
+
+def test_purifier_channels_last_gives_the_same_weights(tmp_path, extractor16):
+    """G, D, the frozen extractor and classifier and every batch in channels_last: the weights of
+    the plain run (measured: 3e-6, Adam at lr 1e-4 moving them by up to 2e-4)."""
+    plain, m1 = _purifier(tmp_path, extractor16, "plain", **NO_DROPOUT)
+    last, m2 = _purifier(tmp_path, extractor16, "last", channels_last=True, **NO_DROPOUT)
+    assert _max_diff(plain, last) < 2e-5
+    _close_metrics(m1, m2, 1e-4)
+
+
+@needs_compiler
+def test_purifier_compiled_gives_the_same_weights(tmp_path, extractor16):
+    """G, D and the extractor compiled (dropout on: compiled random ops draw eager mode's
+    masks): the plain run's weights (measured: 2e-6); the checkpoints keep the plain keys."""
+    plain, m1 = _purifier(tmp_path, extractor16, "plain")
+    fast, m2 = _purifier(tmp_path, extractor16, "compiled", compile=True)
+    assert not any("_orig_mod" in k for k in fast)
+    assert _max_diff(plain, fast) < 2e-5
+    _close_metrics(m1, m2, 1e-4)
+
+
+def test_purifier_trains_under_bf16(tmp_path, extractor16):
+    """bf16 autocast of every pass (the attack's step in float32): finite, and near the float32
+    run (measured: weights and running statistics 1.2e-3 apart, losses 1e-3 relative)."""
+    plain, m1 = _purifier(tmp_path, extractor16, "plain")
+    bf16, m2 = _purifier(tmp_path, extractor16, "bf16", amp="bf16")
+    assert all(bool(torch.isfinite(v).all()) for v in bf16.values() if v.is_floating_point())
+    assert _max_diff(plain, bf16) < 1e-2
+    _close_metrics(m1, m2, 2e-2)
+
+
+def test_purifier_through_the_scalers_equals_plain(tmp_path, extractor16, monkeypatch):
+    """G's and D's gradient scalers forced on (fp16 itself is CUDA-only): the plain run's
+    weights exactly (scales are powers of two), and both scales kept in last.json for a resume."""
+    import robustlab.training.purifier.trainer as trainer
+
+    plain, _ = _purifier(tmp_path, extractor16, "plain")
+    monkeypatch.setattr(trainer, "GradScaling",
+                        lambda amp, device: GradScaling(amp, device, enabled=True))
+    scaled, _ = _purifier(tmp_path, extractor16, "scaled")
+    assert _max_diff(plain, scaled) == 0.0
+    meta = json.loads((tmp_path / "scaled/last.json").read_text())["extra"]["grad_scaler"]
+    assert meta["G"]["scale"] == meta["D"]["scale"] == 65536.0
+
+
+def test_a_purifier_step_the_scaler_skips_is_not_a_divergence():
+    """An overflowed gradient of the critic (an inf, as fp16 would give) with finite losses: the
+    scaler skips D's step (D unchanged, its scale halved) and G steps; nothing raises."""
+    from robustlab.purifiers import LOSS_PRESETS, create_critic, create_purifier
+    from robustlab.training.purifier.steps import GanParts, make_attack, train_step
+
+    torch.manual_seed(0)
+    g = create_purifier("unet-b", 3, width=0.125)
+    d = create_critic("patchgan-b", 3, width=0.125, image_size=16)
+    net = rl.models.create("small-cnn", num_classes=10, in_channels=3, width=0.25,
+                           input_size=16).eval().requires_grad_(False)
+    ext = rl.models.feature_extractor(net, 2)
+    parts = GanParts(g, d, torch.optim.Adam(g.parameters(), 1e-3),
+                     torch.optim.Adam(d.parameters(), 1e-3), LOSS_PRESETS.get("B3").weights, ext,
+                     ext, scaling_g=GradScaling("none", "cpu", enabled=True),
+                     scaling_d=GradScaling("none", "cpu", enabled=True))
+    next(d.parameters()).register_hook(lambda grad: grad * math.inf)  # D's step only
+    before_d = [p.detach().clone() for p in d.parameters()]  # batch norm's buffers still move
+    before_g = [p.detach().clone() for p in g.parameters()]
+    attack = make_attack(ext, eps=16 / 255, steps=1, step_size=None, random_start=True,
+                         generator=torch.Generator().manual_seed(0), amp_dtype=None)
+    stats = train_step(parts, torch.rand(4, 3, 16, 16), attack=attack,
+                       autocast=contextlib.nullcontext)
+    assert math.isfinite(float(stats["d_loss"])) and math.isfinite(stats["g_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before_d, d.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before_g, g.parameters()))
+    assert parts.scaling_d.state()["scale"] == 32768.0
+    assert parts.scaling_g.state()["scale"] == 65536.0
+
+
+def _pretrain(tmp_path, name: str, **kw) -> tuple[dict, dict]:
+    """(the weights and momentum in last.safetensors, the final metrics) after one epoch."""
+    from safetensors.torch import load_file
+
+    from robustlab.training.contrastive.trainer import PretrainConfig, pretrain
+
+    base = dict(dataset="synthetic", model="small-cnn", width=0.25, method="a2s", epochs=1,
+                batch_size=16, subset=32, optimizer="sgd", lr=0.05, steps=2, seed=1, val=0)
+    final = pretrain(PretrainConfig(**{**base, **kw}), tmp_path / name, progress=False)
+    return load_file(str(tmp_path / name / "last.safetensors")), final
+
+
+def test_pretraining_channels_last_gives_the_same_weights(tmp_path):
+    """a2s (the attack on NT-Xent included) with the net and the views in channels_last: the
+    plain run's weights and momentum (measured: 4e-9). small-cnn: the CPU's channels_last
+    batch-norm backward rounds about ten times coarser than the contiguous one, which a deep
+    batch-norm net amplifies (gradients of resnet18, vgg11 at init: up to 4e-2 relative)."""
+    plain, m1 = _pretrain(tmp_path, "plain")
+    last, m2 = _pretrain(tmp_path, "last", channels_last=True)
+    assert _max_diff(plain, last) < 1e-6
+    assert m2["nt_xent"] == pytest.approx(m1["nt_xent"], rel=1e-6)
+
+
+@needs_compiler
+def test_pretraining_compiled_gives_the_same_weights(tmp_path):
+    """dual-bn on a resnet18 through torch.compile (a graph per batch-norm branch and mode): the
+    plain run's weights (measured: 2e-6 at lr 1e-3) and the plain checkpoint keys. Not the
+    momentum, the last gradients: compiled batch norm rounds otherwise and a resnet18's backward
+    through it amplifies that (5e-3 relative measured; the same as channels_last, above)."""
+    kw = dict(method="dual-bn", model="resnet18", width=0.125, lr=1e-3)
+    plain, m1 = _pretrain(tmp_path, "plain", **kw)
+    fast, m2 = _pretrain(tmp_path, "compiled", compile=True, **kw)
+    assert fast.keys() == plain.keys()
+    weights = [k for k in plain if k.startswith("model.")]
+    assert len(weights) > 100
+    assert _max_diff({k: plain[k] for k in weights}, {k: fast[k] for k in weights}) < 2e-5
+    assert m2["nt_xent"] == pytest.approx(m1["nt_xent"], rel=1e-5)
+
+
+def test_pretraining_trains_under_bf16_and_its_attack_knows_it(tmp_path):
+    """bf16: the contrastive attack is built with the run's autocast dtype (its passes in bf16,
+    step and projection in float32) and the run stays near the float32 one (weights: 7e-5
+    measured)."""
+    from robustlab.training.contrastive.methods import contrastive_attack
+    from robustlab.training.contrastive.trainer import PretrainConfig
+
+    for amp, dtype in (("bf16", torch.bfloat16), ("none", None)):
+        cfg = PretrainConfig(dataset="synthetic", model="small-cnn", amp=amp)
+        assert contrastive_attack(cfg, torch.nn.Identity(), torch.zeros(1)).amp_dtype is dtype
+    plain, m1 = _pretrain(tmp_path, "plain")
+    bf16, m2 = _pretrain(tmp_path, "bf16", amp="bf16")
+    weights = [k for k in plain if k.startswith("model.")]  # the momentum: 2e-3 apart
+    assert _max_diff({k: plain[k] for k in weights}, {k: bf16[k] for k in weights}) < 1e-3
+    assert m2["nt_xent"] == pytest.approx(m1["nt_xent"], rel=1e-2)
+
+
+def test_purifier_and_pretraining_place_their_data_after_hashing_it(tmp_path, extractor16,
+                                                                    monkeypatch):
+    """Both trainers hand their training images (the purifier its held-out ones too) to
+    robustlab.data.place once the run's data hash is taken from host memory; on a CPU place
+    returns them unchanged and the runs train as before."""
+    from robustlab.training.rundir import RunDir
+
+    events: list[tuple] = []
+    place, depend = rl.data.place, RunDir.depend_data
+
+    def spy_place(ds, device, **kw):
+        events.append(("place", len(ds), torch.device(device).type))
+        return place(ds, device, **kw)
+
+    def spy_depend(self, name, ds, **kw):
+        events.append(("hash", len(ds)))
+        return depend(self, name, ds, **kw)
+
+    monkeypatch.setattr(rl.data, "place", spy_place)
+    monkeypatch.setattr(RunDir, "depend_data", spy_depend)
+    _purifier(tmp_path, extractor16, "purifier")
+    assert events == [("hash", 32), ("place", 32, "cpu"), ("place", 8, "cpu")]
+    events.clear()
+    _, final = _pretrain(tmp_path, "pretrain")
+    assert events == [("hash", 32), ("place", 32, "cpu")] and math.isfinite(final["nt_xent"])

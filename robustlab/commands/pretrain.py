@@ -63,11 +63,14 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import world
     from ..training.contrastive import pretrain
 
     cfg = build_config(args)
     check_amp_flag(cfg.amp, args.device)  # fp16 on a CPU: refused before anything is read
     final = pretrain(cfg, args.out, data_root=args.data_root, device=args.device,
                      resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps({"out": args.out, "encoder": f"{args.out}/encoder.safetensors", **final}))
+    if world().main:  # under torchrun every rank returns; one prints
+        print(json.dumps({"out": args.out, "encoder": f"{args.out}/encoder.safetensors",
+                          **final}))
     return 0

@@ -66,6 +66,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import world
     from ..training.purifier.trainer import train_purifier
 
     cfg = build_config(args)
@@ -73,5 +74,6 @@ def run(args: argparse.Namespace) -> int:
     final = train_purifier(cfg, args.out, data_root=args.data_root, device=args.device,
                            resume=args.resume, overwrite=args.overwrite,
                            progress=not args.no_progress)
-    print(json.dumps({"out": args.out, **final}))
+    if world().main:  # under torchrun every rank returns; one prints
+        print(json.dumps({"out": args.out, **final}))
     return 0

@@ -53,6 +53,8 @@ def place(ds: Optional[ImageDataset], device: Union[str, torch.device], *,
     device = torch.device(device)
     if ds is None:
         return None
+    if device.type != "cuda":  # nothing moves, and nothing of ds is read (pre-training's labels)
+        return ds
     if device.type == "cuda" and free_bytes is None:
         free_bytes = torch.cuda.mem_get_info(device)[0]
     where = where_to_keep(dataset_bytes(ds), device, free_bytes)

@@ -78,7 +78,9 @@ class Method:
         """Called before each epoch (e.g. to regenerate a pool of adversarial examples)."""
 
     def start_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> None:
-        """Called once per mini-batch (this process's shard, never empty) before its replays."""
+        """Called once per mini-batch (this process's shard) before its replays. The shard is
+        empty only under torchrun, for a model with global batch norm, when the last batch is
+        smaller than the number of processes."""
 
     def after_backward(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                        out: StepOutput) -> None:

@@ -4,10 +4,15 @@ The run itself (folder, resume, per-epoch seeds, the epoch loop, checks and writ
 scaffold of :mod:`robustlab.training.run`; this file builds the model and method, trains an epoch,
 runs the after-epoch hooks (guards) and saves the model.
 
-Several processes (torchrun): every rank draws the same global batches and trains on its slice;
-gradients are combined with one all-reduce per step, each slice weighted by its size (so uneven
-slices and a last batch smaller than the world give the weights of one process), and batch-norm
-statistics are averaged after each epoch; only rank 0 writes.
+Several processes (torchrun): every rank draws the same global batches and trains on its slice
+inside :func:`robustlab.shard.sharded`; gradients are combined with one all-reduce per step, each
+slice weighted by its size (so uneven slices and a last batch smaller than the world give the
+weights of one process). Batch norm and dropout are converted (:func:`robustlab.shard.
+convert_layers`): batch norm normalises by the global batch's statistics and updates the same
+running statistics on every rank, dropout keeps this rank's rows of one process's mask, so models
+with either train as in one process too. A rank whose slice of a short last batch is empty then
+still runs its passes (on no rows: the others' batch norm waits for its statistics). The methods'
+own draws (attack starts) come from a generator per rank. Only rank 0 writes.
 
 Reproducibility: every epoch draws its data order, augmentations, attack starts and dropout masks
 from generators seeded by (seed, epoch), and the state saved after each epoch holds the model and
@@ -25,11 +30,13 @@ import torch
 
 from ... import data as rl_data
 from ... import models as rl_models
-from ...distributed import (World, all_reduce_grads, all_sum, all_sum_named, average_buffers,
-                           broadcast_module, device_for, world)
+from ...distributed import (World, all_reduce_grads, all_sum, all_sum_named, broadcast_module,
+                           device_for, world)
 from ...errors import CheckpointError
 from ...metrics import accuracy
-from ...runtime import GradScaling, amp_context, check_amp, epoch_seed, resolve_device
+from ...runtime import (GradScaling, amp_context, channels_last, check_amp, compiled, epoch_seed,
+                        resolve_device)
+from ...shard import convert_layers, sharded
 from ..checks import check_names
 from ..splits import prepare_data
 from .config import TrainConfig
@@ -167,10 +174,11 @@ class ClassifierTrainer(Trainer):
         cfg = self.cfg
         torch.manual_seed(epoch_seed(cfg.seed, 0, stream=2))  # initial weights
         model = build_model(cfg, train_data).to(device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(model) if cfg.compile else model
+        # torchrun: batch norm and dropout over the global batch (same state-dict keys)
+        self.global_layers = self.world.size > 1 and convert_layers(model) > 0
         broadcast_module(model, self.world)
+        channels_last(model, cfg.channels_last)
+        self.forward_model = compiled(model, cfg.compile)
         if cfg.linear_probe:
             freeze_body(model)
         return model
@@ -208,7 +216,6 @@ class ClassifierTrainer(Trainer):
                            optimizer_steps=(epoch + 1) * self.steps_per_epoch * per_batch)
         if not all(bool(torch.isfinite(p).all()) for p in self.forward_model.parameters()):
             raise diverged(epoch, "the training loss became non-finite")  # the last update
-        average_buffers(run.model, w)
         if self.scaling.enabled:
             run.meta["grad_scaler"] = self.scaling.state()
         return metrics
@@ -219,14 +226,20 @@ class ClassifierTrainer(Trainer):
         gradient is combined over ranks and stepped after every replay (Free-AT) or once, summed
         over them (YOPO). Returns (the replays' StepOutputs, none for an empty slice, the slice's
         labels, lr)."""
-        cfg, run, w, method = self.cfg, self.run, self.world, self.run.method
+        cfg, w, method = self.cfg, self.world, self.run.method
         global_b = y.shape[0]
-        if w.size > 1:  # every rank draws the same global batch and trains on its slice, which
-            x, y = x[w.rank::w.size], y[w.rank::w.size]  # may be shorter than others', or empty
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if y.shape[0]:
-            method.start_batch(x, y, gen)
+        with sharded(global_b, w) as shard:  # one process: nothing changes
+            if shard is not None:  # every rank draws the same global batch and trains on its
+                x, y = shard.take(x), shard.take(y)  # slice, which may be shorter, or empty
+            x = channels_last(x, cfg.channels_last)
+            if y.shape[0] or self.global_layers:  # an empty slice too, when the others' batch
+                method.start_batch(x, y, gen)     # norm needs its statistics (_shard_step)
+            outs, lr = self._replays(x, y, gen, step, global_b)
+        return outs, y, lr
+
+    def _replays(self, x, y, gen: torch.Generator, step: int, global_b: int):
+        """The method's replays of one slice: (their StepOutputs, none for an empty slice, lr)."""
+        cfg, run, w, method = self.cfg, self.run, self.world, self.run.method
         outs, lr, each = [], cfg.lr, method.step_each_replay
         for r in range(method.replays):
             first, last = each or r == 0, each or r == method.replays - 1
@@ -234,7 +247,8 @@ class ClassifierTrainer(Trainer):
                 lr = set_lr(run.optimizer, cfg.lr,
                             lr_factor(cfg, step + (r if each else 0), self.total_steps))
             out = _shard_step(cfg, self.forward_model, method, run.optimizer, x, y, gen,
-                              run.device, global_b, w, self.scaling, zero=first, reduce=last)
+                              run.device, global_b, w, self.scaling, zero=first, reduce=last,
+                              global_layers=self.global_layers)
             if out is not None:
                 outs.append(out)
             if last:
@@ -242,7 +256,7 @@ class ClassifierTrainer(Trainer):
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.forward_model.parameters(), cfg.grad_clip)
                 self.scaling.step(run.optimizer)
-        return outs, y, lr
+        return outs, lr
 
     def after_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
         """Validation accuracy, then the hooks; "restore" puts back the previous epoch."""
@@ -333,7 +347,8 @@ def _step_generator(gen: torch.Generator, step: int, w: World) -> torch.Generato
 
 
 def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int, w: World,
-                scaling: GradScaling | None = None, *, zero: bool = True, reduce: bool = True):
+                scaling: GradScaling | None = None, *, zero: bool = True, reduce: bool = True,
+                global_layers: bool = False):
     """This rank's gradient for one global batch of ``global_b`` samples, combined over ranks;
     returns the method's StepOutput, or None for an empty shard. ``zero``: start from zero
     gradients (else add to them: a replay summed into one step); ``reduce``: combine over ranks
@@ -341,26 +356,31 @@ def _shard_step(cfg, model, method, optimizer, x, y, gen, device, global_b: int,
 
     Methods return a mean over their (local) batch, so each rank's gradient is weighted by its
     share ``b / global_b`` and the ranks' gradients summed: the gradient of the global batch's
-    mean, however unevenly it split. An empty shard (a trailing batch smaller than the number of
-    processes) runs no forward pass (batch norm cannot normalise zero samples) but still joins the
-    all-reduce, with zero gradients.
+    mean, however unevenly it split. With ``global_layers`` (batch norm over the global batch,
+    whose backward sums every rank's gradient of its statistics) the share weighs the loss before
+    the backward pass instead, so that those parts are weighted too. An empty shard (a trailing
+    batch smaller than the number of processes) joins the all-reduce with zero gradients; it runs
+    its passes, on no rows, only with ``global_layers`` (whose forward and backward wait for
+    every rank; plain batch norm cannot normalise zero samples).
     """
+    b = y.shape[0]
     out = None
-    if y.shape[0]:
+    if b or global_layers:
         with amp_context(cfg.amp, device):
             out = method.loss(model, x, y, gen)
     if zero:
         optimizer.zero_grad(set_to_none=True)
     if out is not None:
+        loss = out.loss * (b / global_b) if global_layers else out.loss  # empty: zero gradients
         if scaling is None:
-            out.loss.backward()
+            loss.backward()
         else:
-            scaling.backward(out.loss)  # fp16: the scaled loss (the same scale on every rank)
+            scaling.backward(loss)  # fp16: the scaled loss (the same scale on every rank)
         with amp_context(cfg.amp, device):
             method.after_backward(model, x, y, out)  # e.g. the perturbation's step
     if reduce:
-        all_reduce_grads(model.parameters(), w, weight=y.shape[0] / global_b)
-    return out
+        all_reduce_grads(model.parameters(), w, weight=1.0 if global_layers else b / global_b)
+    return out if b else None
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:

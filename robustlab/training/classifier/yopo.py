@@ -33,16 +33,22 @@ from torch import Tensor, nn
 from ...attacks import ascent_step, project, random_start
 from ...errors import ConfigError, InputError
 from ...models.first_layer import FirstLayer, find_first_layer
+from ...shard import shard_start
 from .adversarial import check_step
 from .methods import METHODS, Method, StepOutput, check_count, check_method_eps, refuse_fp16
 
 
 def start_perturbation(x: Tensor, eps: float, generator: torch.Generator | None,
                        random: bool = True) -> Tensor:
-    """YOPO's eta_{1,0}: uniform in the linf eps-ball with x + eta in [0, 1] (or zero)."""
+    """YOPO's eta_{1,0}: uniform in the linf eps-ball with x + eta in [0, 1] (or zero). Inside a
+    sharded step (:func:`robustlab.shard.sharded`) this rank's rows of the start one process
+    draws for the global batch, so the generator stays in step with one process's."""
     if not random:
         return torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
-    return random_start(x, eps, "linf", generator) - x
+    start = shard_start(x, eps, generator)
+    if start is None:
+        start = random_start(x, eps, "linf", generator)
+    return start - x
 
 
 def inner_updates(layer: FirstLayer, model: nn.Module, x: Tensor, eta: Tensor, p: Tensor, *,
@@ -133,7 +139,7 @@ class YOPOTraining(Method):
         return StepOutput(F.cross_entropy(logits, y), logits)
 
     def after_backward(self, model, x, y, out) -> None:
-        p = self._leaf.grad  # (B, C0, H0, W0): dL/d f0(x + eta), of the local mean loss
+        p = self._leaf.grad  # (B, C0, H0, W0): dL/d f0(x + eta), L as this rank back-propagated it
         if p is None:
             raise InputError(f"method 'yopo': the loss does not depend on the output of the "
                              f"first layer {self.layer.name!r}")

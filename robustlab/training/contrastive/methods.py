@@ -33,6 +33,7 @@ from ...attacks import frozen_eval, pgd
 from ...attacks.objectives import TEMPERATURE, make_nt_xent, nt_xent
 from ...models.first_layer import FirstLayer, find_first_layer
 from ...registry import Registry
+from ...runtime import amp_context, amp_dtype
 from ..classifier.yopo import inner_updates, start_perturbation
 from ...shard import shard_start
 from .dual_bn import bn_branch
@@ -63,7 +64,9 @@ def contrastive_attack(cfg, net: torch.nn.Module, probe: Tensor) -> ContrastiveA
     layer = None
     if cfg.adversary == "yopo":
         layer = find_first_layer(net, probe, who="--adversary yopo")
+    # the run's autocast dtype: the attack's passes in it, its steps and projection in float32
     return ContrastiveAttack(cfg.eps, cfg.step_size, cfg.steps, cfg.temperature,
+                             amp_dtype=amp_dtype(cfg.amp),
                              adversary=cfg.adversary, yopo_m=cfg.yopo_m, yopo_n=cfg.yopo_n,
                              first_layer=layer)
 
@@ -79,7 +82,7 @@ def yopo_views(net: torch.nn.Module, x: Tensor, attack: ContrastiveAttack,
         objective = make_nt_xent(net, x, None, x_pair=x_pair, temperature=a.temperature)
         eta = start_perturbation(x, a.eps, generator)
         for _ in range(a.yopo_m):
-            with layer.adjoint() as leaves:
+            with layer.adjoint() as leaves, amp_context(a.amp_dtype, x.device):
                 total = objective(x + eta).sum()  # the batch's NT-Xent, to be maximised
             (p,) = torch.autograd.grad(total, leaves)
             eta = inner_updates(layer, net, x, eta, p, eps=a.eps, step_size=a.step_size,

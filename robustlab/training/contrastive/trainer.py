@@ -14,6 +14,12 @@ the positive pair by the statistics of its own device, Chen et al. 2020), the at
 starts are the global batch's rows. The loss is then the same on every rank and each rank's
 gradient is its part of the global one, so the parts are summed; only rank 0 writes. The weights
 equal one process's up to rounding.
+
+GPU options: the images live on the GPU as uint8 (:func:`robustlab.data.place`, after their hash
+is taken on the host), ``channels_last`` puts the net and every view in that memory format,
+``compile`` runs the method's passes (the attack's included) through the compiled net (dual BN:
+a graph per branch; YOPO refuses it), ``amp`` autocasts them and the contrastive attack knows the
+dtype (its step and projection stay float32); fp16 trains through a gradient scaler.
 """
 from __future__ import annotations
 
@@ -23,11 +29,13 @@ from typing import Any, Iterator
 
 import torch
 
+from ... import data as rl_data
 from ... import models as rl_models
 from ...data.presets import refuse_flips
 from ...distributed import all_reduce_grads, broadcast_module, device_for, world
 from ...errors import ConfigError, InputError, TrainingDiverged
-from ...runtime import GradScaling, amp_context, check_amp, epoch_seed, resolve_device
+from ...runtime import (GradScaling, amp_context, channels_last, check_amp, compiled, epoch_seed,
+                        resolve_device)
 from ...shard import convert_layers, sharded
 from ..checks import check_names
 from .config import PretrainConfig
@@ -57,7 +65,9 @@ def image_batches(data, batch_size: int, generator: torch.Generator,
     stop = n - n % batch_size if n >= batch_size else n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size].to(data.images.device)
-        yield data.images.index_select(0, idx).to(device).to(torch.float32).div_(255)
+        # on the GPU already (robustlab.data.place), or an asynchronous copy from pinned memory
+        batch = data.images.index_select(0, idx).to(device, non_blocking=True)
+        yield batch.to(torch.float32).div_(255)
 
 
 def build_encoder(cfg: PretrainConfig, data) -> torch.nn.Module:
@@ -103,7 +113,8 @@ class Pretrainer(Trainer):
         self.scaling = GradScaling(cfg.amp, self.device)  # fp16: a gradient scaler
         self.data, _ = (prepare_data(cfg, self.data_root) if self.given is None else
                         prepare_data(cfg, self.data_root, self.given))
-        out_dir.depend_data("training images", self.data, labels=False)
+        out_dir.depend_data("training images", self.data, labels=False)  # hashed on the host
+        self.data = rl_data.place(self.data, self.device)  # CUDA: on the GPU, as uint8
         _check_world(min(cfg.batch_size, len(self.data)), w)
         self.preset = cfg.augment or contrastive_preset(self.data)
         self.aug = refuse_flips(self.preset, self.data.flip_ok, self.data.name)
@@ -116,6 +127,9 @@ class Pretrainer(Trainer):
         if w.size > 1:  # batch norm (and dropout) over the global batch; same state-dict keys
             convert_layers(self.net)
         broadcast_module(self.net, w)
+        channels_last(self.net, cfg.channels_last)
+        # the passes run through forward_net; optimiser, state and checkpoints keep the plain net
+        self.forward_net = compiled(self.net, cfg.compile)
         self.optimizer = build_optimizer(cfg, self.net.trainable_parameters())
         probe = self.data.images[:2].to(self.device, torch.float32) / 255  # yopo: first layer
         self.attack = contrastive_attack(cfg, self.net, probe)
@@ -162,8 +176,9 @@ class Pretrainer(Trainer):
         with sharded(x.shape[0], w) as shard:
             if shard is not None:  # this rank's rows (at least one: _check_world)
                 v1, v2 = shard.take(v1), shard.take(v2)
+            v1, v2 = channels_last(v1, cfg.channels_last), channels_last(v2, cfg.channels_last)
             with amp_context(cfg.amp, self.device):
-                loss, stats = self.method.step(self.net, v1, v2, self.attack, gen)
+                loss, stats = self.method.step(self.forward_net, v1, v2, self.attack, gen)
             optimizer.zero_grad(set_to_none=True)
             self.scaling.backward(loss)  # the global loss: its backward crosses ranks
         # each rank's gradient is its part of the global batch's: sum them

@@ -99,7 +99,7 @@ def held_out(test, n: int, *, seed: int,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded sample of ``n`` images of ``test`` (an ImageDataset, the test split) as float
     (n, C, H, W) in [0, 1], with their labels."""
-    sample = rl_data.take(test, min(n, len(test)), seed=seed)
+    sample = rl_data.place(rl_data.take(test, min(n, len(test)), seed=seed), device)  # CUDA: GPU
     x, y = next(rl_data.batches(sample, len(sample), shuffle=False, device=device))
     return x, y
 

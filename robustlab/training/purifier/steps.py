@@ -11,6 +11,11 @@ batch, each rank back-propagates its part of the global mean loss (its mean time
 the batch) and the parts of the gradient are summed before each optimiser step; the finiteness
 checks read the global loss, so every rank stops together. The updates equal one process's up to
 rounding.
+
+fp16 (``scaling_g``/``scaling_d``): each loss is scaled before its backward pass, the parts of the
+scaled gradient are summed over ranks, and the scaler skips a step whose gradients overflowed
+(the weights keep their values, the scale halves, alike on every rank since the sums are). The
+finiteness checks read the unscaled losses, never the gradients: a skipped step is no divergence.
 """
 from __future__ import annotations
 
@@ -46,6 +51,18 @@ class GanParts:
     gan_mode: str = "minimax"  # the generator's cGAN term: log(1 - D) or non-saturating -log D
     scaling_g: GradScaling | None = None  # fp16: the gradient scalers of G's and D's steps
     scaling_d: GradScaling | None = None
+    forward_g: nn.Module | None = None  # what the passes run (--compile: G and D compiled);
+    forward_d: nn.Module | None = None  # None: G and D themselves
+
+    @property
+    def run_g(self) -> nn.Module:
+        """G as the forward passes run it (the optimiser and checkpoints keep ``generator``)."""
+        return self.generator if self.forward_g is None else self.forward_g
+
+    @property
+    def run_d(self) -> nn.Module:
+        """D as the forward passes run it (the optimiser and checkpoints keep ``critic``)."""
+        return self.critic if self.forward_d is None else self.forward_d
 
 
 def _finite(value: torch.Tensor | float, which: str, where: str) -> None:
@@ -87,7 +104,7 @@ def critic_step(parts: GanParts, x_adv: torch.Tensor, x: torch.Tensor, fake: tor
     Returns the critic loss (detached; this rank's). Raises TrainingDiverged before the update when
     the (global batch's) loss is not finite.
     """
-    d_loss = cgan_d_loss(parts.critic, x_adv, x, fake)
+    d_loss = cgan_d_loss(parts.run_d, x_adv, x, fake)
     _finite(global_mean(d_loss, shard), "critic", where)
     parts.opt_d.zero_grad(set_to_none=True)
     _update(d_loss, parts.critic, parts.opt_d, parts.scaling_d, shard)
@@ -99,7 +116,7 @@ def generator_step(parts: GanParts, x_adv: torch.Tensor, x: torch.Tensor, fake: 
     """Update G on the weighted loss (SSR eq. 5); the critic's parameters are kept out of the
     graph (``cgan_g_loss`` freezes them), so D is untouched. Returns the loss terms as floats
     (this rank's)."""
-    total, logs = generator_loss(parts.weights, critic=parts.critic, extractor=parts.perceptual,
+    total, logs = generator_loss(parts.weights, critic=parts.run_d, extractor=parts.perceptual,
                                  gan_mode=parts.gan_mode,
                                  x_adv=x_adv, x_clean=x, x_fake=fake)
     _finite(logs["total"] if shard is None else global_mean(total, shard), "generator", where)
@@ -126,7 +143,7 @@ def train_step(parts: GanParts, x: torch.Tensor, *, attack: Callable[[torch.Tens
     parts.generator.train()
     parts.critic.train()
     with autocast():
-        fake = parts.generator(x_adv)  # G(x'), (B, C, H, W) in [0, 1]
+        fake = parts.run_g(x_adv)  # G(x'), (B, C, H, W) in [0, 1]
         d_loss = critic_step(parts, x_adv, x, fake, where, shard)
         logs = generator_step(parts, x_adv, x, fake, where, shard)
     stats: dict[str, torch.Tensor | float] = {f"loss_{k}": v for k, v in logs.items() if k != "total"}

@@ -23,6 +23,13 @@ gradient summed): the weights equal one process's up to rounding. The epoch's me
 over ranks; the monitor's scores (fixed held-out images, G in eval mode) are computed alike on
 every rank, which costs no wall time and gives every rank the numbers of one process. Only rank 0
 writes.
+
+GPU options: the training images live on the GPU as uint8 (:func:`robustlab.data.place`, after
+their hash is taken on the host); ``channels_last`` puts G, D, the frozen networks and every batch
+in that memory format; ``compile`` runs the training passes through compiled G, D and extractor(s)
+(the monitor, a few images in eval mode per epoch, runs the plain ones), under torchrun too (the
+global layers' ContextVar is a guard of the compiled graphs); ``amp`` autocasts every pass, fp16
+with one gradient scaler per network (:mod:`.steps`).
 """
 from __future__ import annotations
 
@@ -37,7 +44,8 @@ from ... import data as rl_data
 from ... import models as rl_models
 from ...distributed import all_sum_named, broadcast_module, device_for, world
 from ...errors import ConfigError, TrainingDiverged
-from ...runtime import GradScaling, amp_context, amp_dtype, check_amp, epoch_seed, resolve_device
+from ...runtime import (GradScaling, amp_context, amp_dtype, channels_last, check_amp, compiled,
+                        epoch_seed, resolve_device)
 from ...shard import convert_layers, sharded
 from .config import PurifierConfig
 from .monitor import Monitor, first_images, held_out
@@ -106,24 +114,17 @@ class PurifierTrainer(Trainer):
         self.world = w = world()  # under torchrun: this process's rank; one process otherwise
         self.device = device = device_for(w, resolve_device(self.device))
         check_amp(cfg.amp, device)
-        extractor_net = load_frozen(cfg.extractor, device, "extractor")
+        extractor_net, perceptual_net, classifier = _frozen_nets(cfg, device)
         self.extractor_name = extractor_net.robustlab_meta.get("name")
-        perceptual_net = _perceptual_net(cfg, device)
-        classifier = (load_frozen(cfg.classifier or cfg.extractor, device, "classifier")
-                      if cfg.val_n else None)
         self.data = training_data(cfg, self.data_root, self.given)
-        out_dir.depend_data("training images", self.data, labels=False)
+        out_dir.depend_data("training images", self.data, labels=False)  # hashed on the host
+        self.data = rl_data.place(self.data, device)  # CUDA: on the GPU, as uint8
         check_channels(extractor_net, cfg.extractor, self.data, "extractor")
         self.extractor = rl_models.feature_extractor(extractor_net, cfg.extractor_blocks)
         perceptual = _perceptual(cfg, self.extractor, perceptual_net, self.data)
         generator, critic = self._build_gan(classifier)
         self.preset, self.flip = augmenter(cfg, self.data)
-        betas = tuple(cfg.betas)
-        self.parts = GanParts(generator, critic,
-                              torch.optim.Adam(generator.parameters(), cfg.lr, betas),
-                              torch.optim.Adam(critic.parameters(), cfg.lr, betas),
-                              cfg.loss_weights(), self.extractor, perceptual, cfg.gan_mode,
-                              GradScaling(cfg.amp, device), GradScaling(cfg.amp, device))
+        self.parts = _gan_parts(cfg, generator, critic, self.extractor, perceptual, device)
         self.amp_dtype = amp_dtype(cfg.amp)
         self.monitor = _monitor(cfg, self.data_root, device, self.data, self.extractor,
                                 classifier, self.amp_dtype, self.given_test)
@@ -140,6 +141,7 @@ class PurifierTrainer(Trainer):
             if self.world.size > 1:  # batch norm and dropout over the global batch
                 convert_layers(net)
             broadcast_module(net, self.world)
+            channels_last(net, cfg.channels_last)
         return generator, critic
 
     def state(self) -> dict[str, Any]:
@@ -155,7 +157,7 @@ class PurifierTrainer(Trainer):
         self.parts.scaling_g.load(scalers.get("G"))
         self.parts.scaling_d.load(scalers.get("D"))
         cfg = self.cfg  # the attack's random starts come from the epoch's generator
-        self.attack = make_attack(self.extractor, eps=cfg.eps, steps=cfg.steps,
+        self.attack = make_attack(self.parts.extractor, eps=cfg.eps, steps=cfg.steps,
                                   step_size=cfg.step_size, random_start=cfg.random_start,
                                   generator=gen, amp_dtype=self.amp_dtype)
 
@@ -176,6 +178,7 @@ class PurifierTrainer(Trainer):
             with sharded(x.shape[0], self.world) as shard:
                 if shard is not None:  # this rank's slice (empty if the batch is short)
                     x = shard.take(x)
+                x = channels_last(x, cfg.channels_last)
                 try:
                     stats = train_step(self.parts, x, attack=self.attack, autocast=autocast,
                                        where=where, shard=shard)
@@ -235,6 +238,33 @@ class PurifierTrainer(Trainer):
         rl_models.save(parts.critic, out_dir.path / "critic.safetensors", **meta)
 
 
+def _frozen_nets(cfg: PurifierConfig, device):
+    """The attack's extractor network, the perceptual loss's own network (or None) and the
+    scored classifier (None without val_n), frozen, in channels_last with --channels-last."""
+    extractor_net = load_frozen(cfg.extractor, device, "extractor")
+    perceptual_net = _perceptual_net(cfg, device)
+    classifier = (load_frozen(cfg.classifier or cfg.extractor, device, "classifier")
+                  if cfg.val_n else None)
+    for net in (extractor_net, perceptual_net, classifier):
+        if net is not None:
+            channels_last(net, cfg.channels_last)
+    return extractor_net, perceptual_net, classifier
+
+
+def _gan_parts(cfg: PurifierConfig, generator, critic, extractor, perceptual, device) -> GanParts:
+    """G, D, their Adam optimisers and gradient scalers, and the networks the passes run. With
+    --compile those are compiled (the extractor once when it is the perceptual network too); the
+    optimisers, state(), watched() and save() keep the plain modules (a compiled module's
+    state-dict keys gain ``_orig_mod.``)."""
+    betas, on = tuple(cfg.betas), cfg.compile
+    run_extractor = compiled(extractor, on)
+    run_perceptual = run_extractor if perceptual is extractor else compiled(perceptual, on)
+    return GanParts(generator, critic, torch.optim.Adam(generator.parameters(), cfg.lr, betas),
+                    torch.optim.Adam(critic.parameters(), cfg.lr, betas), cfg.loss_weights(),
+                    run_extractor, run_perceptual, cfg.gan_mode, GradScaling(cfg.amp, device),
+                    GradScaling(cfg.amp, device), compiled(generator, on), compiled(critic, on))
+
+
 def _perceptual_net(cfg: PurifierConfig, device):
     """The perceptual loss's own network, when it is not the attack's extractor."""
     if cfg.perceptual_extractor is None and cfg.perceptual_blocks is None:
@@ -259,8 +289,9 @@ def _monitor(cfg, data_root, device, train_data, extractor, classifier, amp_dtyp
         test = (load_split(cfg, "test", data_root, size=cfg.image_size) if test_data is None
                 else given_data(cfg, test_data, size=cfg.image_size))
         x, y = held_out(test, cfg.val_n, seed=cfg.seed, device=device)
-        return Monitor(x, y, attack, classifier, cfg.grid_n)
-    return Monitor(first_images(train_data, cfg.grid_n, device), None, attack, None, cfg.grid_n)
+        return Monitor(channels_last(x, cfg.channels_last), y, attack, classifier, cfg.grid_n)
+    return Monitor(channels_last(first_images(train_data, cfg.grid_n, device), cfg.channels_last),
+                   None, attack, None, cfg.grid_n)
 
 
 def _kept(epoch: int) -> str:
