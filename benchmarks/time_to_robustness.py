@@ -8,13 +8,14 @@ excluded) and the PGD-20 robust accuracy on a fixed set of test images. It then 
 
 * the wall time each method needs to first reach the target (default: the plain loop's final
   PGD-20 accuracy, less one binomial standard error of it), as a ratio to the plain loop's;
-* each final model's AutoAttack accuracy (APGD-CE + APGD-T by default), so that a method whose
+* each final model's AutoAttack accuracy (APGD-CE + APGD-DLR by default), so that a method whose
   models only beat PGD-20 shows;
 
 and writes ``results.json``, ``time_to_robustness.md`` and ``time_to_robustness.png`` (robust
 accuracy against wall time, a curve per method) to ``--out``.
 
-    python benchmarks/time_to_robustness.py --out docs/results/time-to-robustness
+    python benchmarks/time_to_robustness.py --threads 1 --out docs/results/time-to-robustness \
+        --readme README.md
     python benchmarks/time_to_robustness.py --methods fast-fgsm,pgd --epochs pgd=4 --train-n 2000
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ PLAIN = "plain-pgd"  # the loop written in this file
 # so its --epochs count m per pass (Shafahi et al.'s definition)
 METHODS: dict[str, tuple[dict, int]] = {
     "standard": ({}, 3), "fgsm": ({}, 6), "fast-fgsm": ({}, 6),
-    "free": ({"replays": 4}, 24), "yopo": ({"m": 5, "n": 3}, 6),
+    "free": ({"replays": 2}, 12), "yopo": ({"m": 5, "n": 3}, 6),
     "pgd": ({"steps": 10}, 6), "trades": ({"steps": 10}, 6), PLAIN: ({"steps": 10}, 6)}
 
 
@@ -48,12 +49,17 @@ def plain_pgd_training(model, x, y, args, epochs: int, on_epoch) -> None:
     """Madry et al.'s PGD-AT as a user would write it: uniform start, ``steps`` signed steps of
     eps/4 (the robustlab default), projection, then an Adam step on the adversarial batch."""
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    steps, eps = METHODS[PLAIN][0]["steps"], args.eps
+    steps, eps = args.method_args[PLAIN]["steps"], args.eps
     gen = torch.Generator().manual_seed(args.seed)
+    per_epoch = -(-len(y) // args.batch_size)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), args.batch_size):
+        for k, i in enumerate(range(0, len(y), args.batch_size)):
+            if args.schedule == "cosine":  # robustlab's cosine, per optimiser step
+                progress = (epoch * per_epoch + k) / (epochs * per_epoch)
+                for group in opt.param_groups:
+                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * progress))
             idx = order[i:i + args.batch_size]
             xb, yb = x[idx], y[idx]
             delta = (torch.rand(xb.shape, generator=gen) * 2 - 1) * eps
@@ -105,7 +111,7 @@ def run_method(name: str, epochs: int, data, probe, args) -> tuple[list[dict], t
         print(f"  {name:10s} epoch {epoch + 1:2d}: {wall:7.1f} s, PGD-20 "
               f"{100 * curve[-1]['pgd20_acc']:.1f}%", flush=True)
 
-    method_args = dict(METHODS[name][0])
+    method_args = dict(args.method_args[name])
     torch.manual_seed(args.seed)
     if name == PLAIN:
         model = rl.models.create(args.model, num_classes=data.num_classes,
@@ -120,7 +126,7 @@ def run_method(name: str, epochs: int, data, probe, args) -> tuple[list[dict], t
         method_args.setdefault("step_size", args.eps / 4)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, width=args.width, epochs=epochs,
                       batch_size=args.batch_size, lr=args.lr, optimizer="adam",
-                      weight_decay=0.0, schedule="constant", val=0, augment="none",
+                      weight_decay=0.0, schedule=args.schedule, val=0, augment="none",
                       method=name, method_args=method_args, seed=args.seed)
 
     def hook(run, epoch, metrics):
@@ -208,18 +214,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--model", default="small-cnn")
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--train-n", type=int, default=5000, help="training images (a seeded subset)")
     p.add_argument("--eval-n", type=int, default=1000, help="fixed test images for PGD-20")
     p.add_argument("--aa-n", type=int, default=500, help="test images for AutoAttack (0: none)")
-    p.add_argument("--aa-attacks", default="apgd-ce,apgd-t")
+    p.add_argument("--aa-attacks", default="apgd-ce,apgd-dlr", help="AutoAttack's attacks "
+                   "(pyautoattack names; apgd-ce,apgd-t,fab-t,square is its standard set)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", action="append", default=[], metavar="METHOD=N",
                    help="epochs of one method (repeatable)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
+                   help="the learning rate of every method and of the plain loop (cosine: "
+                        "robustlab's default, decayed per optimiser step)")
+    p.add_argument("--method-arg", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method's setting, e.g. free.replays=2 (repeatable; JSON values)")
     p.add_argument("--target", type=float, default=None, help="PGD-20 accuracy to reach")
     p.add_argument("--out", default="time-to-robustness", help="folder for the results")
     p.add_argument("--readme", metavar="FILE", help="also put the table and figure between "
@@ -244,6 +257,8 @@ def publish(readme: Path, out: Path, body: str, command: str) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or PLAIN not in names:
@@ -252,11 +267,17 @@ def main(argv=None) -> dict:
     for item in args.epochs:
         m, _, n = item.partition("=")
         epochs[m] = int(n)
+    args.method_args = {m: dict(METHODS[m][0]) for m in METHODS}
+    for item in args.method_arg:
+        key, _, value = item.partition("=")
+        m, _, k = key.partition(".")
+        args.method_args[m][k] = json.loads(value)
     data = rl.data.take(rl.data.load(args.dataset, "train"), args.train_n, seed=args.seed)
     test = rl.data.take(rl.data.load(args.dataset, "test"), args.eval_n, seed=args.seed)
     probe = (test.images.float() / 255, test.labels)
     print(f"{args.model} (width {args.width}) on {len(data)} {args.dataset} images, eps "
-          f"{args.eps:.3g}, batch {args.batch_size}, Adam {args.lr}; PGD-20 on {len(test)} test "
+          f"{args.eps:.3g}, batch {args.batch_size}, Adam {args.lr} {args.schedule}; PGD-20 on "
+          f"{len(test)} test "
           f"images; {torch.get_num_threads()} threads", flush=True)
     curves, models = {}, {}
     for name in [PLAIN] + [m for m in names if m != PLAIN]:

@@ -16,6 +16,7 @@ def test_time_to_robustness_writes_table_figure_and_results(tmp_path):
          "--methods", "plain-pgd,fast-fgsm,free", "--train-n", "64", "--eval-n", "32",
          "--aa-n", "8", "--aa-attacks", "apgd-ce", "--batch-size", "32",
          "--epochs", "plain-pgd=2", "--epochs", "fast-fgsm=2", "--epochs", "free=4",
+         "--method-arg", "free.replays=4",  # 4 epochs of 4 replays: 1 pass
          "--out", str(out), "--readme", str(readme)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((out / "results.json").read_text())
