@@ -61,7 +61,8 @@ def test_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
 
 
 def test_two_trainings_on_one_out_one_is_refused(tmp_path):
-    args = ["train", "--dataset", "synthetic", "--model", "small-cnn", "--epochs", "100",
+    # 10,000 epochs: the first run is never done before the second is refused and Ctrl-C comes
+    args = ["train", "--dataset", "synthetic", "--model", "small-cnn", "--epochs", "10000",
             "--subset", "64", "--batch-size", "16", "--val", "0", "--no-progress",
             "--out", str(tmp_path / "x")]
     first = subprocess.Popen([sys.executable, "-m", "robustlab.cli", *args, "--seed", "0"],
