@@ -405,7 +405,12 @@ def test_under_torchrun_matches_one_process(tmp_path, method):
     w1 = load_file(str(tmp_path / "one/model.safetensors"))
     w2 = load_file(str(tmp_path / "two/model.safetensors"))
     diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
-    assert diff < 1e-5, diff
+    # usually rounding-small; but the perturbation moves by sign(gradient), so a near-zero input
+    # gradient whose sign the all-reduce's rounding flips moves a pixel by a whole step, and the
+    # next updates carry that on (seen once in a fresh-clone CI run). This end-to-end check is
+    # therefore loose; the sharded step itself is checked exactly, in float64, by
+    # test_distributed_trainers (the classifier's YOPO step to 1.5e-14)
+    assert diff < 1e-3, diff
 
 
 def test_cli_lists_and_documents_the_methods(capsys):
